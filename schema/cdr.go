@@ -1,0 +1,117 @@
+package schema
+
+import (
+	"github.com/google/uuid"
+)
+
+// Call lifecycle events on the CDR stream. CallStarted is written when a
+// call is answered; CallEnded (answered calls) and CallFailed (calls that
+// never connected) carry the finished CDR.
+const (
+	TypeCallStarted = "call.started"
+	TypeCallEnded   = "call.ended"
+	TypeCallFailed  = "call.failed"
+	CDRVersion      = 1
+)
+
+// Disposition is how a call ended, from the caller's point of view.
+type Disposition string
+
+const (
+	Answered   Disposition = "answered"
+	Busy       Disposition = "busy"
+	NoAnswer   Disposition = "no-answer"
+	Cancelled  Disposition = "cancelled"
+	Failed     Disposition = "failed"
+	Congestion Disposition = "congestion"
+)
+
+// Who ended an answered call.
+const (
+	HangupCaller = "caller"
+	HangupCallee = "callee"
+	HangupProxy  = "proxy"
+)
+
+// Why an answered call ended.
+const (
+	EndNormal          = "normal"
+	EndCreditExhausted = "credit_exhausted"
+	EndMaxDuration     = "max_duration"
+	EndNoBye           = "no_bye"
+)
+
+// CDR is one call: a caller's INVITE (all its attempts) and, when answered,
+// the dialog until its end. It is identified by Call-ID and From tag.
+type CDR struct {
+	// ID is derived from Call-ID and From tag (CDRID), so a replay of the
+	// same transactions yields the same id.
+	ID      string `json:"id"`
+	CallID  string `json:"call_id"`
+	FromTag string `json:"from_tag"`
+	ToTag   string `json:"to_tag,omitempty"`
+
+	Account   string `json:"account,omitempty"`
+	Trunk     string `json:"trunk,omitempty"`
+	Source    string `json:"src"`
+	Transport string `json:"transport,omitempty"`
+
+	// Caller and Callee as received (From user, Request-URI user), and
+	// normalised to E.164 digits without '+'.
+	Caller     string `json:"caller"`
+	Callee     string `json:"callee"`
+	CallerE164 string `json:"caller_e164,omitempty"`
+	CalleeE164 string `json:"callee_e164,omitempty"`
+
+	Attempts []Attempt `json:"attempts,omitempty"`
+
+	Disposition Disposition `json:"disposition"`
+	// Status, Reason and Q850 are the final answer to the caller's INVITE
+	// (200 for answered calls).
+	Status int    `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	Q850   int    `json:"q850,omitempty"`
+
+	// Times in milliseconds since the Unix epoch, UTC; 0 when it did not happen.
+	InviteAt      int64 `json:"invite_at"`
+	ProvisionalAt int64 `json:"provisional_at,omitempty"`
+	AnswerAt      int64 `json:"answer_at,omitempty"`
+	EndAt         int64 `json:"end_at"`
+
+	// SetupMs is INVITE to answer, PDDMs INVITE to first 18x.
+	SetupMs int64 `json:"setup_ms,omitempty"`
+	PDDMs   int64 `json:"pdd_ms,omitempty"`
+	// DurationMs is answer to end; BillableSec is DurationMs rounded up to
+	// whole seconds (rating applies increments on top of that).
+	DurationMs  int64 `json:"duration_ms"`
+	BillableSec int64 `json:"billable_sec"`
+
+	HangupBy     string `json:"hangup_by,omitempty"`
+	HangupReason string `json:"hangup_reason,omitempty"`
+	// Node is the proxy that carried the call.
+	Node string `json:"node,omitempty"`
+}
+
+// cdrNamespace scopes the name-based UUIDs of CDRs.
+var cdrNamespace = uuid.MustParse("6f1c2a60-4f4e-4b8e-9d3e-0c1a7c2d9b10")
+
+// CDRID is the deterministic id of the call identified by Call-ID and
+// From tag (a name-based UUID).
+func CDRID(callID, fromTag string) string {
+	return uuid.NewSHA1(cdrNamespace, []byte(callID+"\x00"+fromTag)).String()
+}
+
+// StartedID is the id of the call.started event of a call, derived from its
+// CDR id so that replays dedupe.
+func StartedID(cdrID string) string {
+	return uuid.NewSHA1(cdrNamespace, []byte("started\x00"+cdrID)).String()
+}
+
+// BillableSeconds rounds a duration in milliseconds up to whole seconds:
+// a started second is a billed second.
+func BillableSeconds(durationMs int64) int64 {
+	if durationMs <= 0 {
+		return 0
+	}
+	return (durationMs + 999) / 1000
+}
