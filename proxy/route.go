@@ -1,0 +1,256 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+var (
+	errLoop                 = errors.New("next hop is this proxy")
+	errUnsupportedTransport = errors.New("next hop transport not supported")
+)
+
+// hop is where a request goes next and how it is rewritten on the way.
+type hop struct {
+	dest      string // host:port
+	transport string // UDP or TCP
+	in, out   *listener
+	uri       sip.Uri // Request-URI to send
+	gateway   bool
+
+	routes   int  // Route header values in the request
+	popped   int  // own Route values removed from the top (RFC 16.4)
+	dropLast bool // strict routing: the last Route became the Request-URI
+}
+
+// route decides the next hop: initial requests go to the gateway, requests
+// inside a dialog follow their Route set, then the Request-URI (loose
+// routing, RFC 3261 16.4 and 16.12).
+func (p *Proxy) route(req *sip.Request, in *listener, initial bool) (hop, error) {
+	h := hop{in: in, uri: req.Recipient}
+	var buf [8]*sip.RouteHeader
+	routes := buf[:0]
+	for _, hdr := range req.Headers() {
+		if r, ok := hdr.(*sip.RouteHeader); ok {
+			routes = append(routes, r)
+		}
+	}
+	h.routes = len(routes)
+	// A strict router before us put our Record-Route URI into the
+	// Request-URI: the real target is the last Route value.
+	if len(routes) > 0 && p.own(&req.Recipient) != nil {
+		h.uri = routes[len(routes)-1].Address
+		h.dropLast = true
+		routes = routes[:len(routes)-1]
+	}
+	var lastOwn *listener
+	for h.popped < len(routes) {
+		l := p.own(&routes[h.popped].Address)
+		if l == nil {
+			break
+		}
+		lastOwn = l
+		h.popped++
+	}
+
+	if initial {
+		h.dest, h.transport, h.gateway = p.gwDest, p.gwTransport, true
+		h.out = p.listenerFor(h.transport)
+		return h, nil
+	}
+
+	next := &h.uri
+	if h.popped < len(routes) {
+		next = &routes[h.popped].Address
+	}
+	if p.own(next) != nil {
+		return h, errLoop
+	}
+	if next.Scheme != "" && next.Scheme != "sip" {
+		return h, errUnsupportedTransport
+	}
+	// The next hop's own transport parameter wins; otherwise the Route
+	// entry of ours that was popped last names the side the request leaves
+	// from (double Record-Route, RFC 5658).
+	transport := ""
+	if t, ok := next.UriParams.Get("transport"); ok {
+		transport = strings.ToUpper(t)
+	} else if lastOwn != nil {
+		transport = lastOwn.transport
+	} else {
+		transport = "UDP"
+	}
+	if transport != "UDP" && transport != "TCP" {
+		return h, errUnsupportedTransport
+	}
+	h.transport = transport
+	if lastOwn != nil && lastOwn.transport == transport {
+		h.out = lastOwn
+	} else {
+		h.out = p.listenerFor(transport)
+	}
+	if h.out == nil {
+		return h, errNoListener
+	}
+	port := next.Port
+	if port == 0 {
+		port = 5060
+	}
+	h.dest = net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(next.Host, "["), "]"), strconv.Itoa(port))
+	return h, nil
+}
+
+// own is the listener a SIP URI names, nil when it is not this proxy.
+func (p *Proxy) own(u *sip.Uri) *listener {
+	for _, l := range p.listeners {
+		if l.owns(u.Host, u.Port) {
+			return l
+		}
+	}
+	return nil
+}
+
+// listenerFor is the first listener of a transport (UDP or TCP).
+func (p *Proxy) listenerFor(transport string) *listener {
+	for _, l := range p.listeners {
+		if l.transport == transport {
+			return l
+		}
+	}
+	return nil
+}
+
+// forward builds the request relayed to h (RFC 3261 16.6): our Via on
+// top, the sender's Via marked with received/rport, Max-Forwards
+// decremented, our Route entries removed and, when asked, Record-Route
+// added. Header values the proxy does not change are shared with req,
+// which nobody modifies.
+func (p *Proxy) forward(req *sip.Request, h *hop, recordRoute bool) *sip.Request {
+	out := sip.NewRequest(req.Method, h.uri)
+	out.SipVersion = req.SipVersion
+	if recordRoute {
+		// The entry facing the next hop goes on top: the callee's route set
+		// is the list in order, the caller's the list reversed (RFC 5658).
+		if h.out != h.in {
+			out.AppendHeader(h.out.rr)
+		}
+		out.AppendHeader(h.in.rr)
+	}
+	out.AppendHeader(&sip.ViaHeader{
+		ProtocolName:    "SIP",
+		ProtocolVersion: "2.0",
+		Transport:       h.transport,
+		Host:            h.out.viaHost,
+		Port:            h.out.port,
+		Params:          sip.HeaderParams{{K: "branch", V: p.newBranch()}},
+	})
+	firstVia, hasMaxForwards, route := true, false, 0
+	for _, hdr := range req.Headers() {
+		switch v := hdr.(type) {
+		case *sip.ViaHeader:
+			if firstVia {
+				firstVia = false
+				hdr = receivedVia(v, req.Source())
+			}
+		case *sip.RouteHeader:
+			i := route
+			route++
+			if i < h.popped || (h.dropLast && i == h.routes-1) {
+				continue
+			}
+		case *sip.MaxForwardsHeader:
+			hasMaxForwards = true
+			mf := *v
+			if mf > 0 {
+				mf--
+			}
+			hdr = &mf
+		}
+		out.AppendHeader(hdr)
+	}
+	if !hasMaxForwards {
+		mf := sip.MaxForwardsHeader(70)
+		out.AppendHeader(&mf)
+	}
+	out.SetBody(req.Body())
+	out.SetTransport(h.transport)
+	out.SetDestination(h.dest)
+	if h.transport == "UDP" {
+		// Send from the listener socket, so that the next hop sees the
+		// address it answers and routes to. (Over TCP sipgo keys its pool
+		// by the listener address too, so a local address would pick an
+		// arbitrary accepted connection.)
+		out.Laddr = h.out.laddr
+	}
+	return out
+}
+
+// receivedVia marks the sender's Via with where the request really came
+// from (RFC 3261 18.2.1, RFC 3581), so that responses find their way back.
+// It returns v itself when nothing needs adding.
+func receivedVia(v *sip.ViaHeader, source string) *sip.ViaHeader {
+	host, port := splitSource(source)
+	rport, hasRport := v.Params.Get("rport")
+	needRport := hasRport && rport == ""
+	if !needRport && strings.TrimSuffix(strings.TrimPrefix(v.Host, "["), "]") == host {
+		return v
+	}
+	c := v.Clone()
+	c.Params.Add("received", host)
+	if needRport {
+		c.Params.Add("rport", port)
+	}
+	return c
+}
+
+// upstream is where responses to req go: over UDP the source address with
+// the Via port unless rport asked for the source port (RFC 3261 18.2.2,
+// RFC 3581); over TCP sipgo uses the connection anyway.
+func upstream(req *sip.Request) string {
+	src := req.Source()
+	via := req.Via()
+	if via == nil || via.Params.Has("rport") || sip.IsReliable(req.Transport()) {
+		return src
+	}
+	host, port := splitSource(src)
+	vp := via.Port
+	if vp == 0 {
+		vp = 5060
+	}
+	if atoi(port) == vp {
+		return src
+	}
+	return net.JoinHostPort(host, strconv.Itoa(vp))
+}
+
+// splitSource splits an ip:port source address without allocating.
+func splitSource(src string) (host, port string) {
+	i := strings.LastIndexByte(src, ':')
+	if i < 0 {
+		return src, ""
+	}
+	host, port = src[:i], src[i+1:]
+	if len(host) > 1 && host[0] == '[' {
+		host = host[1 : len(host)-1]
+	}
+	return host, port
+}
+
+// atoi parses a decimal port; -1 when it is not one.
+func atoi(s string) int {
+	if s == "" || len(s) > 5 {
+		return -1
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return -1
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n
+}
