@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/carrier-core/carrier/schema"
@@ -38,8 +40,8 @@ type ConsumerConfig struct {
 	// MaxWait is how long to wait to fill a batch (default 1s).
 	MaxWait time.Duration
 	// AckWait is how long the server waits for an ack before it
-	// redelivers (default 30s); messages being retried are kept in
-	// progress.
+	// redelivers (default 30s); a batch the handler is working on or
+	// retrying is kept in progress, however long that takes.
 	AckWait time.Duration
 	// DeliverPolicy and OptStartTime apply when the consumer is created.
 	DeliverPolicy jetstream.DeliverPolicy
@@ -63,11 +65,14 @@ func (c *ConsumerConfig) defaults() {
 }
 
 // Consume creates (or updates) the durable consumer and hands its messages
-// to h in batches until ctx is done. A batch the handler fails is retried
-// in place with exponential backoff, so the backlog waits in JetStream
-// while a database or server is down and order is kept. Messages that are
-// not event envelopes are terminated with a log line: they can never be
-// handled and must not block the stream.
+// to h in batches until ctx is done, then returns ctx.Err(). A batch the
+// handler fails is retried in place with exponential backoff, so the
+// backlog waits in JetStream while a database or server is down and order
+// is kept; meanwhile the batch is kept in progress so that the server does
+// not redeliver it. Messages that are not event envelopes are terminated
+// with a log line: they can never be handled and must not block the
+// stream. A fetch that is under way when ctx is done finishes first, so
+// Consume may take up to MaxWait to return.
 func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h BatchHandler) error {
 	cfg.defaults()
 	cc := jetstream.ConsumerConfig{
@@ -83,66 +88,114 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	} else {
 		cc.FilterSubjects = cfg.FilterSubjects
 	}
-	cons, err := createConsumer(ctx, js, cfg.Stream, cc)
+	log := cfg.Logger.With("stream", cfg.Stream, "consumer", cfg.Durable)
+	cons, err := createConsumer(ctx, js, cfg.Stream, cc, log)
 	if err != nil {
 		return err
 	}
-	log := cfg.Logger.With("stream", cfg.Stream, "consumer", cfg.Durable)
+	backoff := minFetchBackoff
 	for ctx.Err() == nil {
-		fetched, err := cons.Fetch(cfg.MaxBatch, jetstream.FetchMaxWait(cfg.MaxWait))
-		if err != nil {
-			log.Warn("fetch failed, retrying", "err", err)
-			if !sleep(ctx, time.Second) {
+		raw, batch, fetchErr := fetchBatch(cons, cfg, log)
+		if len(batch) > 0 {
+			if ctx.Err() != nil {
+				// Hand the batch back at once rather than after AckWait.
+				nakAll(raw)
 				break
 			}
-			continue
-		}
-		var raw []jetstream.Msg
-		var batch []Msg
-		for m := range fetched.Messages() {
-			msg, ok := decode(m, log)
-			if !ok {
-				continue
+			if err := handleWithRetry(ctx, h, batch, raw, cfg.AckWait, log); err != nil {
+				nakAll(raw)
+				break
 			}
-			raw = append(raw, m)
-			batch = append(batch, msg)
-		}
-		if err := fetched.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.Canceled) {
-			log.Debug("fetch ended early", "err", err)
-		}
-		if len(batch) == 0 {
-			continue
-		}
-		if err := handleWithRetry(ctx, h, batch, raw, log); err != nil {
 			for _, m := range raw {
-				_ = m.Nak()
-			}
-			break
-		}
-		for _, m := range raw {
-			if err := m.Ack(); err != nil {
-				// The effect is durable; a lost ack only means a
-				// redelivery, which handlers are idempotent against.
-				log.Warn("ack failed", "seq", seqOf(m), "err", err)
+				if err := m.Ack(); err != nil {
+					// The effect is durable; a lost ack only means a
+					// redelivery, which handlers are idempotent against.
+					log.Warn("ack failed", "seq", seqOf(m), "err", err)
+				}
 			}
 		}
+		if fetchErr == nil {
+			backoff = minFetchBackoff
+			continue
+		}
+		switch {
+		case errors.Is(fetchErr, nats.ErrConnectionClosed):
+			return fmt.Errorf("consume %s on %s: %w", cfg.Durable, cfg.Stream, fetchErr)
+		case consumerGone(fetchErr):
+			// Deleted, or lost with a server's store: create it again
+			// rather than pulling from nothing for ever.
+			log.Warn("consumer not answering, creating it again", "err", fetchErr)
+			if !sleep(ctx, backoff) {
+				return ctx.Err()
+			}
+			if cons, err = createConsumer(ctx, js, cfg.Stream, cc, log); err != nil {
+				return err
+			}
+		default:
+			log.Warn("fetch failed, retrying", "err", fetchErr, "backoff", backoff)
+			if !sleep(ctx, backoff) {
+				return ctx.Err()
+			}
+		}
+		backoff = min(backoff*2, maxFetchBackoff)
 	}
 	return ctx.Err()
 }
 
+const (
+	minFetchBackoff = 200 * time.Millisecond
+	maxFetchBackoff = 5 * time.Second
+)
+
+// fetchBatch pulls up to MaxBatch messages, waiting up to MaxWait. It
+// returns the decodable ones and an error that ended the fetch, if any
+// other than finding nothing.
+func fetchBatch(cons jetstream.Consumer, cfg ConsumerConfig, log *slog.Logger) ([]jetstream.Msg, []Msg, error) {
+	fetched, err := cons.Fetch(cfg.MaxBatch, jetstream.FetchMaxWait(cfg.MaxWait))
+	if err != nil {
+		return nil, nil, err
+	}
+	var raw []jetstream.Msg
+	var batch []Msg
+	for m := range fetched.Messages() {
+		msg, ok := decode(m, log)
+		if !ok {
+			continue
+		}
+		raw = append(raw, m)
+		batch = append(batch, msg)
+	}
+	err = fetched.Error()
+	if err == nil || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+		return raw, batch, nil
+	}
+	return raw, batch, err
+}
+
+func consumerGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) ||
+		errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, jetstream.ErrConsumerDoesNotExist) ||
+		errors.Is(err, nats.ErrNoResponders)
+}
+
 // createConsumer retries while JetStream is not reachable yet, so that a
-// consumer process may start before the server.
-func createConsumer(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+// consumer process may start before the server. Errors that retrying
+// cannot cure (no such stream, a configuration the server refuses) are
+// returned at once.
+func createConsumer(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig, log *slog.Logger) (jetstream.Consumer, error) {
 	backoff := 200 * time.Millisecond
 	for {
 		cons, err := js.CreateOrUpdateConsumer(ctx, stream, cc)
 		if err == nil {
 			return cons, nil
 		}
-		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNameAlreadyInUse) {
+		var apiErr *jetstream.APIError
+		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNameAlreadyInUse) ||
+			(errors.As(err, &apiErr) && apiErr.Code == 400) {
 			return nil, fmt.Errorf("create consumer %s on %s: %w", cc.Durable, stream, err)
 		}
-		slog.Warn("create consumer failed, retrying", "stream", stream, "consumer", cc.Durable, "err", err)
+		log.Warn("create consumer failed, retrying", "err", err, "backoff", backoff)
 		if !sleep(ctx, backoff) {
 			return nil, fmt.Errorf("create consumer %s on %s: %w", cc.Durable, stream, ctx.Err())
 		}
@@ -150,7 +203,11 @@ func createConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 	}
 }
 
-func handleWithRetry(ctx context.Context, h BatchHandler, batch []Msg, raw []jetstream.Msg, log *slog.Logger) error {
+func handleWithRetry(ctx context.Context, h BatchHandler, batch []Msg, raw []jetstream.Msg, ackWait time.Duration, log *slog.Logger) error {
+	// A slow handler or a long backoff must not let AckWait expire: the
+	// server would redeliver messages we still hold.
+	stop := keepInProgress(raw, ackWait/3)
+	defer stop()
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := h(ctx, batch)
@@ -161,14 +218,43 @@ func handleWithRetry(ctx context.Context, h BatchHandler, batch []Msg, raw []jet
 			return ctx.Err()
 		}
 		log.Warn("handler failed, retrying batch", "size", len(batch), "attempt", attempt, "backoff", backoff, "err", err)
-		// Keep the server from redelivering what we still hold.
-		for _, m := range raw {
-			_ = m.InProgress()
-		}
 		if !sleep(ctx, backoff) {
 			return ctx.Err()
 		}
 		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// keepInProgress tells the server every interval that the messages are
+// still being worked on, until stop is called.
+func keepInProgress(raw []jetstream.Msg, every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range raw {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+func nakAll(raw []jetstream.Msg) {
+	for _, m := range raw {
+		_ = m.Nak()
 	}
 }
 

@@ -1,7 +1,9 @@
 package eventlog
 
 import (
+	"cmp"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -20,6 +22,9 @@ type ServerConfig struct {
 	// SyncInterval is how often JetStream fsyncs file storage (server
 	// default two minutes when zero). It bounds what a power cut costs.
 	SyncInterval time.Duration
+	// Logger takes the server's warnings and errors (its notices at
+	// Debug); nil uses slog.Default().
+	Logger *slog.Logger
 }
 
 // Server is an embedded NATS server with JetStream.
@@ -53,12 +58,51 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
+	log := &serverLog{log: cmp.Or(cfg.Logger, slog.Default()).With("component", "nats-server"), fatal: make(chan error, 1)}
+	ns.SetLogger(log, false, false)
 	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
+	// A fatal error (port taken, store not writable) stops the start:
+	// report it at once rather than time out without a reason.
+	for deadline := time.Now().Add(10 * time.Second); !ns.ReadyForConnections(50 * time.Millisecond); {
+		select {
+		case err := <-log.fatal:
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded nats on %s:%d with store %s: %w", opts.Host, opts.Port, cfg.StoreDir, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded nats on %s:%d with store %s: not ready after 10s", opts.Host, opts.Port, cfg.StoreDir)
+		}
+	}
+	if !ns.JetStreamEnabled() {
 		ns.Shutdown()
-		return nil, fmt.Errorf("embedded nats on %s:%d with store %s: not ready after 10s", opts.Host, opts.Port, cfg.StoreDir)
+		return nil, fmt.Errorf("embedded nats on %s:%d: jetstream did not start with store %s", opts.Host, opts.Port, cfg.StoreDir)
 	}
 	return &Server{ns: ns}, nil
+}
+
+// serverLog carries the server's log lines to slog. Its Fatalf does not
+// exit the process as the server's own logger would: it hands the error
+// to StartServer.
+type serverLog struct {
+	log   *slog.Logger
+	fatal chan error
+}
+
+func (l *serverLog) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Debugf(format string, v ...any)  {}
+func (l *serverLog) Tracef(format string, v ...any)  {}
+
+func (l *serverLog) Fatalf(format string, v ...any) {
+	err := fmt.Errorf(format, v...)
+	l.log.Error(err.Error())
+	select {
+	case l.fatal <- err:
+	default:
+	}
 }
 
 // ClientURL is the nats:// URL clients connect to.
