@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/carrier-core/carrier/analytics"
+)
+
+func newAnalyticsCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "analytics",
+		Short: "Load the log into ClickHouse and manage its schema",
+	}
+	cmd.AddCommand(newAnalyticsSinkCmd(a), newAnalyticsMigrateCmd(a))
+	return cmd
+}
+
+func newAnalyticsSinkCmd(a *app) *cobra.Command {
+	var (
+		nats    natsSettings
+		metrics metricsSettings
+		ch      clickhouseSettings
+	)
+	cmd := &cobra.Command{
+		Use:   "sink",
+		Short: "Run the ClickHouse sink: transactions and CDRs from the log, in batches, acked only once stored",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			js, closeConn, err := connect(a.log, nats.url, "carrier-analytics")
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			if err := ensureStreams(cmd.Context(), a.log, js); err != nil {
+				return err
+			}
+			reg := newRegistry()
+			fmt.Fprintf(a.out, "carrier analytics sink: streams SIP and CDR on %s -> ClickHouse %s, database %s\n", nats.url, ch.addr, ch.database)
+			return runComponents(cmd.Context(), a.log,
+				component{"analytics", func(ctx context.Context) error { return runSink(ctx, a.log, js, reg, ch) }},
+				component{"metrics", func(ctx context.Context) error { return serveMetrics(ctx, a.log, metrics.listen, reg) }},
+			)
+		},
+	}
+	nats.addFlags(cmd)
+	metrics.addFlags(cmd, "127.0.0.1:9466")
+	ch.addFlags(cmd, "127.0.0.1:9000")
+	return cmd
+}
+
+func newAnalyticsMigrateCmd(a *app) *cobra.Command {
+	var ch clickhouseSettings
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Create the ClickHouse database and apply pending schema migrations",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := analytics.Open(cmd.Context(), ch.addr, ch.database)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			applied, err := analytics.Migrate(cmd.Context(), conn, ch.database)
+			if err != nil {
+				return err
+			}
+			if len(applied) == 0 {
+				fmt.Fprintf(a.out, "database %s is up to date\n", ch.database)
+				return nil
+			}
+			fmt.Fprintf(a.out, "database %s: applied %s\n", ch.database, strings.Join(applied, ", "))
+			return nil
+		},
+	}
+	ch.addFlags(cmd, "127.0.0.1:9000")
+	return cmd
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/carrier-core/carrier/analytics"
+	"github.com/carrier-core/carrier/schema"
+)
+
+func newCDRCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cdr",
+		Short: "Query CDRs in ClickHouse",
+	}
+	cmd.AddCommand(newCDRListCmd(a))
+	return cmd
+}
+
+func newCDRListCmd(a *app) *cobra.Command {
+	var (
+		ch       clickhouseSettings
+		from, to string
+		since    time.Duration
+		account  string
+		limit    int
+		format   string
+	)
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List CDRs in a time range (by INVITE time), newest last",
+		Example: `  carrier cdr list --since 1h
+  carrier cdr list --from 2026-11-01 --to 2026-11-02 --account acme --output csv`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := analytics.CDRFilter{Account: account, Limit: limit}
+			var err error
+			if f.From, f.To, err = timeRange(from, to, since, time.Now()); err != nil {
+				return err
+			}
+			conn, err := analytics.Open(cmd.Context(), ch.addr, ch.database)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			cdrs, err := analytics.ListCDRs(cmd.Context(), conn, ch.database, f)
+			if err != nil {
+				return err
+			}
+			return writeTable(a.out, format, cdrTable(cdrs))
+		},
+	}
+	ch.addFlags(cmd, "127.0.0.1:9000")
+	cmd.Flags().StringVar(&from, "from", "", "start of the range: RFC 3339 time or YYYY-MM-DD (UTC)")
+	cmd.Flags().StringVar(&to, "to", "", "end of the range, exclusive (default now)")
+	cmd.Flags().DurationVar(&since, "since", 24*time.Hour, "range ending now, when --from is not given")
+	cmd.Flags().StringVar(&account, "account", "", "only this account")
+	cmd.Flags().IntVar(&limit, "limit", 1000, "at most this many CDRs")
+	addOutputFlag(cmd, &format)
+	return cmd
+}
+
+// timeRange resolves --from/--to/--since into a half-open range.
+func timeRange(from, to string, since time.Duration, now time.Time) (time.Time, time.Time, error) {
+	end := now
+	if to != "" {
+		t, err := parseTime(to)
+		if err != nil {
+			return time.Time{}, time.Time{}, fmt.Errorf("--to: %w", err)
+		}
+		end = t
+	}
+	start := end.Add(-since)
+	if from != "" {
+		t, err := parseTime(from)
+		if err != nil {
+			return time.Time{}, time.Time{}, fmt.Errorf("--from: %w", err)
+		}
+		start = t
+	}
+	if !start.Before(end) {
+		return time.Time{}, time.Time{}, fmt.Errorf("empty time range: from %s is not before to %s", start.Format(time.RFC3339), end.Format(time.RFC3339))
+	}
+	return start, end, nil
+}
+
+func parseTime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not a time: use RFC 3339 (2026-11-23T10:00:00Z) or a date (2026-11-23)", s)
+}
+
+func cdrTable(cdrs []schema.CDR) table {
+	t := table{
+		header:  []string{"INVITE (UTC)", "CALL-ID", "ACCOUNT", "CALLER", "CALLEE", "DISPOSITION", "CODE", "DURATION", "BILLSEC", "HANGUP"},
+		records: cdrs,
+	}
+	if cdrs == nil {
+		t.records = []schema.CDR{}
+	}
+	for _, c := range cdrs {
+		t.rows = append(t.rows, []string{
+			schema.FromMillis(c.InviteAt).Format("2006-01-02 15:04:05.000"),
+			c.CallID,
+			c.Account,
+			c.Caller,
+			c.Callee,
+			string(c.Disposition),
+			strconv.Itoa(c.Status),
+			(time.Duration(c.DurationMs) * time.Millisecond).String(),
+			strconv.FormatInt(c.BillableSec, 10),
+			c.HangupBy,
+		})
+	}
+	return t
+}

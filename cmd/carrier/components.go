@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/carrier-core/carrier/analytics"
+	"github.com/carrier-core/carrier/cdrgen"
+	"github.com/carrier-core/carrier/eventlog"
+	"github.com/carrier-core/carrier/proxy"
+)
+
+// Settings shared by several commands. Each command adds the groups it
+// uses, so a flag means the same thing everywhere.
+
+type natsSettings struct{ url string }
+
+func (s *natsSettings) addFlags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&s.url, "nats-url", "nats://127.0.0.1:4222", "NATS server with JetStream")
+}
+
+type nodeSettings struct{ node string }
+
+func (s *nodeSettings) addFlags(cmd *cobra.Command) {
+	host, _ := os.Hostname()
+	cmd.Flags().StringVar(&s.node, "node", host, "name of this node in the events it writes")
+}
+
+type metricsSettings struct{ listen string }
+
+// Each process type has its own default port so that they can run side by
+// side on one host.
+func (s *metricsSettings) addFlags(cmd *cobra.Command, addr string) {
+	cmd.Flags().StringVar(&s.listen, "metrics-listen", addr, "address of the /metrics and /healthz endpoint (empty: off)")
+}
+
+type proxySettings struct {
+	listen   []string
+	gateway  string
+	spoolDir string
+}
+
+func (s *proxySettings) addFlags(cmd *cobra.Command, defaultSpool string) {
+	cmd.Flags().StringSliceVar(&s.listen, "sip-listen", []string{"127.0.0.1:5060"}, "SIP listen addresses: ADDR (UDP and TCP), udp:ADDR or tcp:ADDR")
+	cmd.Flags().StringVar(&s.gateway, "gateway", "127.0.0.1:5070", "outbound gateway host:port that calls are sent to")
+	cmd.Flags().StringVar(&s.spoolDir, "spool-dir", defaultSpool, "where events wait while JetStream is unreachable")
+}
+
+type clickhouseSettings struct{ addr, database string }
+
+func (s *clickhouseSettings) addFlags(cmd *cobra.Command, addrDefault string) {
+	cmd.Flags().StringVar(&s.addr, "clickhouse", addrDefault, "ClickHouse native address host:port")
+	cmd.Flags().StringVar(&s.database, "clickhouse-db", "carrier", "ClickHouse database")
+}
+
+// parseListeners turns --sip-listen values into proxy listeners; a bare
+// address listens on both UDP and TCP, as SIP expects.
+func parseListeners(values []string) ([]proxy.Listener, error) {
+	var out []proxy.Listener
+	for _, v := range values {
+		transport, addr, found := strings.Cut(v, ":")
+		if !found || (transport != "udp" && transport != "tcp") {
+			transport, addr = "", v
+		}
+		if err := checkHostPort(addr); err != nil {
+			return nil, fmt.Errorf("--sip-listen %q: want ADDR, udp:ADDR or tcp:ADDR with ADDR as host:port: %w", v, err)
+		}
+		if transport == "" {
+			out = append(out, proxy.Listener{Transport: "udp", Addr: addr}, proxy.Listener{Transport: "tcp", Addr: addr})
+			continue
+		}
+		out = append(out, proxy.Listener{Transport: transport, Addr: addr})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--sip-listen: at least one address is needed")
+	}
+	return out, nil
+}
+
+// checkHostPort accepts host:port with a numeric port.
+func checkHostPort(addr string) error {
+	_, _, err := splitHostPort(addr)
+	return err
+}
+
+// splitHostPort splits host:port and checks the port is a number.
+func splitHostPort(addr string) (string, int, error) {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q is not a number from 0 to 65535", portText)
+	}
+	return host, port, nil
+}
+
+func describeListeners(ls []proxy.Listener) string {
+	parts := make([]string, len(ls))
+	for i, l := range ls {
+		parts[i] = l.Transport + ":" + l.Addr
+	}
+	return strings.Join(parts, " ")
+}
+
+// runProxy carries calls until ctx is done; its events go through a
+// spooling publisher, which is flushed on the way out.
+func runProxy(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg prometheus.Registerer, node string, listeners []proxy.Listener, s proxySettings) error {
+	pub, err := eventlog.NewPublisher(js, eventlog.PublisherConfig{SpoolDir: s.spoolDir, Logger: log, Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	defer func() {
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		// Whatever JetStream did not take stays in the spool and is
+		// replayed by the next start; Close fails only if the spool could
+		// not be synced to disk.
+		if err := pub.Close(flush); err != nil {
+			log.Error("event spool not synced on close", "spool", s.spoolDir, "err", err)
+		}
+	}()
+	p, err := proxy.New(proxy.Config{Node: node, Listeners: listeners, Gateway: s.gateway, Logger: log, Registerer: reg}, pub)
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	return p.Run(ctx)
+}
+
+func runCorrelator(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg prometheus.Registerer, node string) error {
+	c, err := cdrgen.New(js, cdrgen.Config{Node: node, Logger: log, Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("correlator: %w", err)
+	}
+	return c.Run(ctx)
+}
+
+func runSink(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg prometheus.Registerer, s clickhouseSettings) error {
+	conn, err := analytics.Open(ctx, s.addr, s.database)
+	if err != nil {
+		return fmt.Errorf("analytics sink: %w", err)
+	}
+	defer conn.Close()
+	sink := analytics.NewSink(js, conn, analytics.SinkConfig{Database: s.database, Logger: log, Registerer: reg})
+	return sink.Run(ctx)
+}
+
+// serveMetrics serves Prometheus metrics and a health check until ctx is done.
+func serveMetrics(ctx context.Context, log *slog.Logger, addr string, reg *prometheus.Registry) error {
+	if addr == "" {
+		<-ctx.Done()
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	log.Debug("metrics endpoint up", "addr", addr)
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics endpoint: %w", err)
+	}
+	return nil
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// component is one long-running part of a process.
+type component struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// runComponents runs the components until ctx is done or one of them
+// fails, which stops the others: a process is healthy only whole.
+func runComponents(ctx context.Context, log *slog.Logger, cs ...component) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, c := range cs {
+		g.Go(func() error {
+			err := c.run(ctx)
+			if err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("component stopped", "component", c.name, "err", err)
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// connect dials NATS for a component process.
+func connect(log *slog.Logger, url, name string) (jetstream.JetStream, func(), error) {
+	nc, js, err := eventlog.Connect(url, name, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return js, nc.Close, nil
+}
+
+func defaultDataDir() string { return filepath.Join(".", "carrier-data") }
