@@ -162,6 +162,20 @@ func (s *separate) startCorrelator(t *testing.T) {
 	s.correlator = startCommand(t, "correlator", "--nats-url", s.natsURL, "--metrics-listen", "")
 }
 
+// placeCalls runs 20 calls/s of one second each through the proxy in the
+// background; the channel gives sipp's counts when all have ended.
+func (s *separate) placeCalls(t *testing.T, calls int) <-chan testkit.SippResult {
+	done := make(chan testkit.SippResult, 1)
+	go func() {
+		res, err := testkit.RunSippUAC(t, s.sip, testkit.SippScenarioUAC, testkit.SippCalls{Calls: calls, Rate: 20, PauseMs: 1000})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	return done
+}
+
 // finishedCalls counts the finished-call events per CDR id on the CDR stream.
 func finishedCalls(ctx context.Context, js jetstream.JetStream) (map[string]int, error) {
 	cons, err := js.OrderedConsumer(ctx, schema.StreamCDR, jetstream.OrderedConsumerConfig{
@@ -232,14 +246,7 @@ func TestCorrelatorRestartMidRunLosesAndDuplicatesNothing(t *testing.T) {
 	s := startSeparate(t, uas.Addr())
 	const calls = 200
 
-	done := make(chan testkit.SippResult, 1)
-	go func() {
-		res, err := testkit.RunSippUAC(t, s.sip, testkit.SippScenarioUAC, testkit.SippCalls{Calls: calls, Rate: 20, PauseMs: 1000})
-		if err != nil {
-			t.Error(err)
-		}
-		done <- res
-	}()
+	done := s.placeCalls(t, calls)
 	// Kill the correlator while calls are open and being set up, and
 	// bring it back while they still go on.
 	time.Sleep(3 * time.Second)
@@ -262,14 +269,7 @@ func TestJetStreamOutageMidRunSpoolsAndDeliversEveryEvent(t *testing.T) {
 	s := startSeparate(t, uas.Addr())
 	const calls = 200
 
-	done := make(chan testkit.SippResult, 1)
-	go func() {
-		res, err := testkit.RunSippUAC(t, s.sip, testkit.SippScenarioUAC, testkit.SippCalls{Calls: calls, Rate: 20, PauseMs: 1000})
-		if err != nil {
-			t.Error(err)
-		}
-		done <- res
-	}()
+	done := s.placeCalls(t, calls)
 	time.Sleep(3 * time.Second)
 	s.nats.stop(t)
 	time.Sleep(3 * time.Second)
