@@ -277,7 +277,10 @@ func TestClickHouseSinkFailsWithoutItsStream(t *testing.T) {
 	if err := js.DeleteStream(ctx, schema.StreamSIP); err != nil {
 		t.Fatal(err)
 	}
-	sink := analytics.NewSink(js, conn, analytics.SinkConfig{Database: db, Logger: quietLogger()})
+	sink, err := analytics.NewSink(js, conn, analytics.SinkConfig{Database: db, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Run returns by itself: the CDR consumer is stopped with the SIP one.
 	if err := sink.Run(ctx); !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Fatalf("Run without the SIP stream: %v", err)

@@ -96,7 +96,10 @@ func runSink(t testing.TB, js jetstream.JetStream, conn driver.Conn, cfg analyti
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
 	}
-	sink := analytics.NewSink(js, conn, cfg)
+	sink, err := analytics.NewSink(js, conn, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- sink.Run(ctx) }()
@@ -146,19 +149,13 @@ func (s *runningSink) metric(t testing.TB, name, table string) float64 {
 // waitFor polls cond until it holds.
 func waitFor(t testing.TB, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	var last error
-	for {
+	testkit.Eventually(t, waitTimeout, func() error {
 		ok, err := cond()
 		if ok {
-			return
+			return nil
 		}
-		last = err
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s (last error: %v)", what, last)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("waiting for %s (last error: %v)", what, err)
+	})
 }
 
 func waitCDRs(t testing.TB, conn driver.Conn, want uint64) {

@@ -1,7 +1,7 @@
 package analytics
 
 import (
-	"errors"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,7 +15,7 @@ type metrics struct {
 	lag          *prometheus.GaugeVec
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "carrier_analytics_rows_total",
@@ -39,26 +39,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Age of the newest event of the last batch inserted, when it was inserted.",
 		}, []string{"table"}),
 	}
-	if reg != nil {
-		m.rows = register(reg, m.rows)
-		m.batchSeconds = register(reg, m.batchSeconds)
-		m.insertErrors = register(reg, m.insertErrors)
-		m.skipped = register(reg, m.skipped)
-		m.lag = register(reg, m.lag)
+	if reg == nil {
+		return m, nil
 	}
-	return m
-}
-
-// register registers c, or returns the collector already registered under
-// its name, so that two sinks in one process share their series.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
+	// Two sinks on one registry must be told apart by the caller with
+	// prometheus.WrapRegistererWith.
+	for _, c := range []prometheus.Collector{m.rows, m.batchSeconds, m.insertErrors, m.skipped, m.lag} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("analytics: register sink metrics: %w", err)
 		}
 	}
-	return c
+	return m, nil
 }

@@ -52,7 +52,7 @@ type Sink struct {
 }
 
 // NewSink prepares a sink; Run starts it.
-func NewSink(js jetstream.JetStream, conn driver.Conn, cfg SinkConfig) *Sink {
+func NewSink(js jetstream.JetStream, conn driver.Conn, cfg SinkConfig) (*Sink, error) {
 	if cfg.Database == "" {
 		cfg.Database = DefaultDatabase
 	}
@@ -65,13 +65,17 @@ func NewSink(js jetstream.JetStream, conn driver.Conn, cfg SinkConfig) *Sink {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	return &Sink{
 		js:   js,
 		conn: conn,
 		cfg:  cfg,
 		log:  cfg.Logger.With("component", "analytics"),
-		m:    newMetrics(cfg.Registerer),
-	}
+		m:    m,
+	}, nil
 }
 
 // Run migrates the schema, waiting for ClickHouse if it is not reachable

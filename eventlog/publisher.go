@@ -801,40 +801,15 @@ func newPublisherMetrics(reg prometheus.Registerer) (*publisherMetrics, error) {
 			Help: "Events sent to JetStream and not yet acknowledged.",
 		}),
 	}
-	var err error
-	if m.published, err = register(reg, m.published); err != nil {
-		return nil, err
+	if reg == nil {
+		return m, nil
 	}
-	if m.spooled, err = register(reg, m.spooled); err != nil {
-		return nil, err
-	}
-	if m.errors, err = register(reg, m.errors); err != nil {
-		return nil, err
-	}
-	if m.spoolEvents, err = register(reg, m.spoolEvents); err != nil {
-		return nil, err
-	}
-	if m.inflight, err = register(reg, m.inflight); err != nil {
-		return nil, err
+	// A second publisher on one registry is a wiring mistake unless the
+	// caller tells them apart with prometheus.WrapRegistererWith.
+	for _, c := range []prometheus.Collector{m.published, m.spooled, m.errors, m.spoolEvents, m.inflight} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("eventlog: register publisher metrics: %w", err)
+		}
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector registered before under
-// the same name: publishers sharing a registry add up (gauges move by
-// deltas for that reason).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("eventlog: register metric: %w", err)
-	}
-	return c, nil
 }

@@ -101,13 +101,12 @@ func metric(t testing.TB, reg *prometheus.Registry, name string) float64 {
 
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
+	testkit.Eventually(t, waitLimit, func() error {
+		if cond() {
+			return nil
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("waiting for %s", what)
+	})
 }
 
 func streamMsgs(t testing.TB, js jetstream.JetStream, stream string) uint64 {

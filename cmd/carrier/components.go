@@ -158,7 +158,10 @@ func runSink(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg 
 		return fmt.Errorf("analytics sink: %w", err)
 	}
 	defer conn.Close()
-	sink := analytics.NewSink(js, conn, analytics.SinkConfig{Database: s.database, Logger: log, Registerer: reg})
+	sink, err := analytics.NewSink(js, conn, analytics.SinkConfig{Database: s.database, Logger: log, Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("analytics sink: %w", err)
+	}
 	return sink.Run(ctx)
 }
 

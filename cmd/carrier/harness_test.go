@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/carrier-core/carrier/tools/testkit"
 )
 
 // running is a carrier command executing in this test process, as it
@@ -70,21 +72,6 @@ func (r *running) waitListening(t *testing.T, addr string) {
 	t.Fatalf("carrier %s: nothing listening on %s after 30s\n%s", r.name, addr, r.out.String())
 }
 
-// eventually polls cond until it returns nil or the deadline passes; the
-// deadline only bounds waiting, it is not what the test checks.
-func eventually(t *testing.T, within time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("still not true after %s: %v", within, err)
-}
-
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -103,3 +90,9 @@ func (s *syncBuffer) String() string {
 }
 
 func hostPort(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+
+// eventually is testkit.Eventually, by its short local name.
+func eventually(t *testing.T, within time.Duration, cond func() error) {
+	t.Helper()
+	testkit.Eventually(t, within, cond)
+}
