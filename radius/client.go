@@ -2,14 +2,16 @@ package radius
 
 import (
 	"context"
-	"crypto/rand"
+	"crypto/md5"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	layeh "layeh.com/radius"
 )
 
 // Server is an accounting server and the secret we share with it.
@@ -37,8 +39,9 @@ type ClientConfig struct {
 	// request a full round of timeouts.
 	HoldDown time.Duration
 	// NoMessageAuthenticator leaves Message-Authenticator out of
-	// requests (it is sent by default: servers that require it drop
-	// requests without it).
+	// requests. It is sent by default: servers set to require it drop
+	// requests without it, and those that take accounting without it
+	// (FreeRADIUS 3.2) still check it when it is there.
 	NoMessageAuthenticator bool
 	// Registerer receives the client's metrics; nil leaves them
 	// unregistered.
@@ -48,8 +51,9 @@ type ClientConfig struct {
 var (
 	// ErrNoAnswer: no server answered a request.
 	ErrNoAnswer = errors.New("radius: no accounting server answered")
-	// ErrInvalidPacket: the request cannot be encoded (too large); no
-	// server will ever take it.
+	// ErrInvalidPacket: the request cannot be encoded (too large, an
+	// attribute that does not fit, not an Accounting-Request); no server
+	// will ever take it.
 	ErrInvalidPacket = errors.New("radius: request cannot be encoded")
 )
 
@@ -101,22 +105,27 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 type Response struct {
 	// Server is the address that answered.
 	Server string
-	Packet *Packet
+	Packet *layeh.Packet
 	RTT    time.Duration
 }
 
-// Send sends an Accounting-Request built by p (its Identifier is set
-// here) and returns the first valid Accounting-Response. Servers that are
-// held down are tried only when no other is left. It returns ErrNoAnswer
-// when no server answered, and ctx's error when ctx ended first.
+// Send sends p, an Accounting-Request, and returns the first valid
+// Accounting-Response. Servers that are held down are tried only when no
+// other is left. It returns an error wrapping ErrInvalidPacket when p
+// cannot be sent to any server, ErrNoAnswer when no server answered, and
+// ctx's error when ctx ended first.
 func (c *Client) Send(ctx context.Context, p *Packet) (*Response, error) {
-	if _, _, err := p.encodeAttributes(!c.cfg.NoMessageAuthenticator); err != nil {
+	if err := c.check(p); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidPacket, err)
 	}
 	var errs []error
 	for _, i := range c.order() {
 		s := c.cfg.Servers[i]
 		resp, err := c.exchange(ctx, s, p)
+		if errors.Is(err, ErrInvalidPacket) {
+			// Our fault, not the server's: no hold-down, no failover.
+			return nil, err
+		}
 		if err == nil {
 			c.setDown(i, time.Time{})
 			c.m.requests.WithLabelValues(s.Addr, "ok").Inc()
@@ -130,6 +139,34 @@ func (c *Client) Send(ctx context.Context, p *Packet) (*Response, error) {
 		errs = append(errs, fmt.Errorf("%s: %w", s.Addr, err))
 	}
 	return nil, fmt.Errorf("%w: %w", ErrNoAnswer, errors.Join(errs...))
+}
+
+// check finds what would make every server refuse p, before any is
+// tried: the library's encoder skips attribute types outside 1-255
+// without a word and only finds an oversize packet per server.
+func (c *Client) check(p *Packet) error {
+	if p.err != nil {
+		return p.err
+	}
+	if p.Code != layeh.CodeAccountingRequest {
+		return fmt.Errorf("code %v, want Accounting-Request", p.Code)
+	}
+	for _, a := range p.Attributes {
+		if a.Type < 1 || a.Type > 255 {
+			return fmt.Errorf("attribute type %d out of range", a.Type)
+		}
+	}
+	n, err := layeh.AttributesEncodedLen(p.Attributes)
+	if err != nil {
+		return err
+	}
+	if !c.cfg.NoMessageAuthenticator {
+		n += 2 + md5.Size
+	}
+	if n += 20; n > layeh.MaxPacketLength {
+		return fmt.Errorf("packet of %d octets, at most %d allowed", n, layeh.MaxPacketLength)
+	}
+	return nil
 }
 
 // order is the servers to try: those not held down in preference order,
@@ -162,15 +199,20 @@ func (c *Client) setDown(i int, until time.Time) {
 
 // exchange sends p to one server, retransmitting the same packet with a
 // doubling timeout, until a valid response comes or the retries are
-// spent. Each exchange has its own socket, so identifiers never collide.
+// spent. Each exchange has its own socket, so identifiers never collide,
+// and retransmissions come from the same port with the same identifier,
+// so the server recognises them as duplicates and records them once.
+//
+// The library's Client.Exchange is not used: it resends at a fixed
+// interval until ctx ends (no backoff, no attempt limit to fail over
+// on), returns at once on an ICMP refusal, and accepts a response
+// without checking its Message-Authenticator.
 func (c *Client) exchange(ctx context.Context, s Server, p *Packet) (*Response, error) {
-	var id [1]byte
-	if _, err := rand.Read(id[:]); err != nil {
-		return nil, err
-	}
-	req := *p
-	req.Identifier = id[0]
-	b, err := req.EncodeRequest([]byte(s.Secret), !c.cfg.NoMessageAuthenticator)
+	req := layeh.New(p.Code, []byte(s.Secret))
+	// The library's own copy: adding the Message-Authenticator must not
+	// change the caller's packet, which goes to the next server too.
+	req.Attributes = slices.Clone(p.Attributes)
+	b, err := encodeRequest(req, !c.cfg.NoMessageAuthenticator)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidPacket, err)
 	}
@@ -180,11 +222,11 @@ func (c *Client) exchange(ctx context.Context, s Server, p *Packet) (*Response, 
 		return nil, err
 	}
 	defer conn.Close()
-	// Closing the socket ends a read that ctx's end should interrupt.
+	// A past deadline ends a read that ctx's end should interrupt.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	buf := make([]byte, maxPacket)
+	buf := make([]byte, layeh.MaxPacketLength)
 	timeout := c.cfg.Timeout
 	var last error
 	for attempt := 0; attempt <= c.cfg.Retries; attempt++ {
@@ -221,8 +263,13 @@ func (c *Client) exchange(ctx context.Context, s Server, p *Packet) (*Response, 
 				}
 				break
 			}
-			resp, err := c.accept(buf[:n], req, s)
+			resp, err := checkResponse(buf[:n], req)
 			if err != nil {
+				// Anything else on the socket is ignored: a late or
+				// forged answer must not end the wait for ours.
+				if errors.Is(err, ErrBadAuthenticator) {
+					c.m.badResponses.WithLabelValues(s.Addr).Inc()
+				}
 				last = err
 				continue
 			}
@@ -233,26 +280,6 @@ func (c *Client) exchange(ctx context.Context, s Server, p *Packet) (*Response, 
 		timeout = min(timeout*2, c.cfg.MaxTimeout)
 	}
 	return nil, fmt.Errorf("%d attempts: %w", c.cfg.Retries+1, last)
-}
-
-// accept checks that b answers req: an Accounting-Response with its
-// identifier and a valid authenticator. Anything else is ignored.
-func (c *Client) accept(b []byte, req Packet, s Server) (*Packet, error) {
-	resp, err := Parse(b)
-	if err != nil {
-		return nil, err
-	}
-	if resp.Identifier != req.Identifier {
-		return nil, fmt.Errorf("response for identifier %d, want %d", resp.Identifier, req.Identifier)
-	}
-	if resp.Code != CodeAccountingResponse {
-		return nil, fmt.Errorf("radius: answer code %d, want Accounting-Response", resp.Code)
-	}
-	if err := verifyResponse(b, req.Authenticator, []byte(s.Secret)); err != nil {
-		c.m.badResponses.WithLabelValues(s.Addr).Inc()
-		return nil, err
-	}
-	return resp, nil
 }
 
 func sleepUntil(ctx context.Context, t time.Time) bool {

@@ -6,8 +6,12 @@
 // (Profile); dictionary.carrier, in this directory, lets FreeRADIUS decode
 // them all by name.
 //
-// The Client sends a request to the first server that answers, with
-// retransmission, backoff and failover; the Accounter consumes the CDR
-// stream and acks an event only once a server has acknowledged its
-// record.
+// Packets are encoded, decoded and authenticated by layeh.com/radius and
+// its typed RFC helpers; this package adds what the library lacks: the
+// Message-Authenticator of accounting requests and responses, Cisco-style
+// VSAs, the SIP attributes of dictionary.carrier, and a Client that sends
+// a request to the first server that answers, with retransmission,
+// backoff, a hold-down for a silent server and failover. The Accounter
+// consumes the CDR stream and acks an event only once a server has
+// acknowledged its record.
 package radius

@@ -1,25 +1,33 @@
 package radius
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	layeh "layeh.com/radius"
+	"layeh.com/radius/rfc2865"
+	"layeh.com/radius/rfc2866"
+	"layeh.com/radius/rfc2869"
+
 	"github.com/carrier-core/carrier/schema"
 )
 
-// SIP attributes in OpenSIPS's numbering (dictionary.carrier names them).
+// SIP attributes in OpenSIPS's numbering (dictionary.carrier names them;
+// the library has no dictionary of them). Setuptime, Created and
+// MSDuration are "signed" there: the same four octets as integer.
 const (
-	AttrSipMethod         = 204
-	AttrSipResponseCode   = 205
-	AttrSipFromTag        = 206
-	AttrSipToTag          = 207
-	AttrSipCallDuration   = 227
-	AttrSipCallSetuptime  = 228
-	AttrSipCallCreated    = 229
-	AttrSipCallMSDuration = 230
+	AttrSipMethod         layeh.Type = 204
+	AttrSipResponseCode   layeh.Type = 205
+	AttrSipFromTag        layeh.Type = 206
+	AttrSipToTag          layeh.Type = 207
+	AttrSipCallDuration   layeh.Type = 227
+	AttrSipCallSetuptime  layeh.Type = 228
+	AttrSipCallCreated    layeh.Type = 229
+	AttrSipCallMSDuration layeh.Type = 230
 )
 
 // Sip-Method values: OpenSIPS's bit mask.
@@ -37,14 +45,6 @@ const (
 	CiscoH323DisconnectTime  = 29
 	CiscoH323DisconnectCause = 30
 	CiscoCallID              = 141
-)
-
-// Acct-Terminate-Cause values (RFC 2866) used for Stop.
-const (
-	terminateUserRequest    = 1
-	terminateLostService    = 3
-	terminateSessionTimeout = 5
-	terminateAdminReset     = 6
 )
 
 // Profile selects the call attributes sent beside the standard ones.
@@ -102,34 +102,57 @@ func (r Record) SessionTime() uint32 {
 
 // Packet builds the Accounting-Request of the record as sent at sentAt:
 // when that is a second or more after At, Acct-Delay-Time says so, and the
-// server can tell when the record happened.
+// server can tell when the record happened. An attribute that cannot be
+// encoded makes Send fail with ErrInvalidPacket.
 func (r Record) Packet(profile Profile, nas NAS, sentAt time.Time) *Packet {
 	c := &r.CDR
-	p := &Packet{Code: CodeAccountingRequest}
-	p.AddInt(AttrAcctStatusType, uint32(r.Status))
-	p.AddString(AttrAcctSessionID, c.CallID)
+	// The standard attributes go through the library's typed helpers,
+	// which build on a library packet; the Client adds what depends on
+	// the server.
+	lp := &layeh.Packet{Code: layeh.CodeAccountingRequest}
+	var errs []error
+	add := func(attr string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", attr, err))
+		}
+	}
+	// text leaves out empty values (RFC 2865 allows no empty attribute)
+	// and cuts long ones, as Packet.AddString does.
+	text := func(attr string, set func(*layeh.Packet, string) error, s string) {
+		if s != "" {
+			add(attr, set(lp, truncate(s)))
+		}
+	}
+	add("Acct-Status-Type", rfc2866.AcctStatusType_Add(lp, r.Status))
+	text("Acct-Session-Id", rfc2866.AcctSessionID_AddString, c.CallID)
 	// The CDR id ties the records of a call together, also when two
 	// calls share a Call-ID (a new From tag). Acct-Unique-Session-Id is
 	// FreeRADIUS's own attribute, not sent on the wire: a server can set
 	// it from this one (see the README).
-	p.AddString(AttrAcctMultiSessionID, c.ID)
-	p.AddString(AttrUserName, c.Account)
-	p.AddString(AttrCallingStationID, e164(c.CallerE164, c.Caller))
-	p.AddString(AttrCalledStationID, e164(c.CalleeE164, c.Callee))
-	p.AddAddr(AttrNASIPAddress, nas.IP)
-	p.AddString(AttrNASIdentifier, nas.Identifier)
+	text("Acct-Multi-Session-Id", rfc2866.AcctMultiSessionID_AddString, c.ID)
+	text("User-Name", rfc2865.UserName_AddString, c.Account)
+	text("Calling-Station-Id", rfc2865.CallingStationID_AddString, e164(c.CallerE164, c.Caller))
+	text("Called-Station-Id", rfc2865.CalledStationID_AddString, e164(c.CalleeE164, c.Callee))
+	// NAS-IP-Address holds IPv4 only; an IPv6 NAS is named by
+	// NAS-Identifier alone.
+	if nas.IP.Is4() {
+		add("NAS-IP-Address", rfc2865.NASIPAddress_Add(lp, nas.IP.AsSlice()))
+	}
+	text("NAS-Identifier", rfc2865.NASIdentifier_AddString, nas.Identifier)
 	if !r.At.IsZero() {
-		p.AddInt(AttrEventTimestamp, uint32(r.At.Unix()))
+		add("Event-Timestamp", rfc2869.EventTimestamp_Add(lp, r.At))
 		if d := sentAt.Sub(r.At); d >= time.Second {
-			p.AddInt(AttrAcctDelayTime, uint32(d/time.Second))
+			add("Acct-Delay-Time", rfc2866.AcctDelayTime_Add(lp, rfc2866.AcctDelayTime(d/time.Second)))
 		}
 	}
 	if r.Status == StatusStop || r.Status == StatusInterim {
-		p.AddInt(AttrAcctSessionTime, r.SessionTime())
+		add("Acct-Session-Time", rfc2866.AcctSessionTime_Add(lp, rfc2866.AcctSessionTime(r.SessionTime())))
 	}
 	if r.Status == StatusStop {
-		p.AddInt(AttrAcctTerminateCause, terminateCause(c.HangupReason))
+		add("Acct-Terminate-Cause", rfc2866.AcctTerminateCause_Add(lp, terminateCause(c.HangupReason)))
 	}
+	p := &Packet{Code: lp.Code, Attributes: lp.Attributes}
+	p.fail(errors.Join(errs...))
 	switch profile {
 	case ProfileCisco:
 		r.addCisco(p)
@@ -148,16 +171,16 @@ func e164(normalised, received string) string {
 	return received
 }
 
-func terminateCause(reason string) uint32 {
+func terminateCause(reason string) rfc2866.AcctTerminateCause {
 	switch reason {
 	case schema.EndCreditExhausted, schema.EndMaxDuration:
-		return terminateSessionTimeout
+		return rfc2866.AcctTerminateCause_Value_SessionTimeout
 	case schema.EndNoBye:
-		return terminateLostService
+		return rfc2866.AcctTerminateCause_Value_LostService
 	case "", schema.EndNormal:
-		return terminateUserRequest
+		return rfc2866.AcctTerminateCause_Value_UserRequest
 	}
-	return terminateAdminReset
+	return rfc2866.AcctTerminateCause_Value_AdminReset
 }
 
 func (r Record) addOpenSIPS(p *Packet) {
