@@ -57,10 +57,15 @@ type Config struct {
 	// GatewayTransport.
 	Listeners []Listener
 	// Gateway is the host[:port] (default port 5060) of the outbound
-	// gateway every call goes to.
+	// gateway calls go to while no gateway is provisioned.
 	Gateway string
 	// GatewayTransport is "udp" (default) or "tcp".
 	GatewayTransport string
+	// Provisioning names the trunks whose sources may start calls (and
+	// as which account) and the provisioned gateways; the proxy follows
+	// its changes while it runs. Nil provisions nothing: every initial
+	// request is refused, as there is no open relay.
+	Provisioning Provisioning
 	// Timers default as documented on Timers.
 	Timers Timers
 	// MaxMessageSize is the largest SIP message accepted (default and at

@@ -3,10 +3,26 @@
 // writes every SIP transaction it handles to the event log as a
 // schema.Transaction.
 //
-// Initial requests (no To tag) go to the configured gateway; INVITEs are
-// record-routed (twice when the two sides use different listeners, RFC
-// 5658), so that the dialog's ACK, BYE and re-INVITEs come back through the
-// proxy and follow their Route set (loose routing, RFC 3261 16.4, 16.12).
+// There is no open relay: an initial request (no To tag) is admitted only
+// from a source address a provisioned trunk names (an IP or CIDR,
+// optionally with a port and a transport; the longest prefix, then the
+// most specific entry wins), and its events carry the trunk and its
+// account. Others get 403 with the note unknown_source; an initial
+// request with a preloaded Route from a trunk that is not trusted gets
+// 403 with preloaded_route. Requests inside a dialog are not admitted by
+// their source (the callee's side sends them too), but from outside the
+// trunks they must follow the proxy's Route set, which every dialog it
+// carries has: otherwise 403 with not_record_routed. The provisioning
+// (Config.Provisioning) is compiled into an immutable table and swapped
+// atomically on every change, so the running proxy follows it without a
+// restart.
+//
+// Admitted initial requests go to the default gateway: the first
+// provisioned gateway by id, or Config.Gateway while none is provisioned
+// (route rules come later). INVITEs are record-routed (twice when the two
+// sides use different listeners, RFC 5658), so that the dialog's ACK, BYE
+// and re-INVITEs come back through the proxy and follow their Route set
+// (loose routing, RFC 3261 16.4, 16.12).
 // CANCEL is matched to its INVITE and carried downstream; Max-Forwards is
 // decremented and enforced; INVITEs get 100 Trying at once.
 //

@@ -111,6 +111,8 @@ func startProxy(t testing.TB, gateway, gatewayTransport string, tune func(*Confi
 		GatewayTransport: gatewayTransport,
 		Logger:           testLogger(),
 		Registerer:       h.reg,
+		// The phones call from 127.0.0.1; there is no open relay.
+		Provisioning: FixedProvisioning(localProvisioning()),
 	}
 	if tune != nil {
 		tune(&cfg)
@@ -143,6 +145,15 @@ func startProxy(t testing.TB, gateway, gatewayTransport string, tune func(*Confi
 		}
 	})
 	return h
+}
+
+// localProvisioning has one trunk, "local" of account "local", for the
+// test phones' address 127.0.0.1.
+func localProvisioning() *schema.Provisioning {
+	p := schema.NewProvisioning()
+	p.Accounts["local"] = schema.Account{ID: "local", Currency: "EUR"}
+	p.Trunks["local"] = schema.Trunk{ID: "local", Account: "local", Sources: []schema.Source{{CIDR: "127.0.0.1"}}}
+	return p
 }
 
 // metricValue reads a counter or gauge from the proxy's registry; labels

@@ -15,6 +15,11 @@ type metrics struct {
 	malformed    prometheus.Counter
 	stray        prometheus.Counter
 	eventErrors  prometheus.Counter
+	// refused* count the requests admission turned away, by reason.
+	refusedUnknown   prometheus.Counter
+	refusedPreloaded prometheus.Counter
+	refusedDialog    prometheus.Counter
+	revision         prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -40,10 +45,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Transaction events that could not be encoded or handed to the event log.",
 		}),
 	}
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "carrier_sip_refused_total",
+		Help: "Requests refused by admission, by reason: unknown_source (no trunk has the address), preloaded_route (a Route from an untrusted trunk), not_record_routed (an in-dialog request from outside the trunks that does not follow the proxy's Route set).",
+	}, []string{"reason"})
+	m.refusedUnknown = refused.WithLabelValues(noteUnknownSource)
+	m.refusedPreloaded = refused.WithLabelValues(notePreloadedRoute)
+	m.refusedDialog = refused.WithLabelValues(noteNotRecordRouted)
+	m.revision = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "carrier_sip_provisioning_revision",
+		Help: "Revision of the provisioning bucket the proxy admits and routes by (0: nothing provisioned).",
+	})
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.transactions, m.inflight, m.malformed, m.stray, m.eventErrors} {
+	for _, c := range []prometheus.Collector{m.transactions, m.inflight, m.malformed, m.stray, m.eventErrors, refused, m.revision} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

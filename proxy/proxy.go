@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -39,8 +38,12 @@ type Proxy struct {
 	tpl    *sip.TransportLayer
 	txl    *sip.TransactionLayer
 
-	gwDest      string // host:port, resolved by Run
+	gwDest      string // host:port of Config.Gateway, resolved by Run
 	gwTransport string // UDP or TCP, as sipgo spells it
+
+	// table is the provisioning compiled for the request path, swapped
+	// whole on every change.
+	table atomic.Pointer[admission]
 
 	// listeners are bound by Run before anything is served and read-only
 	// afterwards.
@@ -103,6 +106,12 @@ func New(cfg Config, events EventPublisher) (*Proxy, error) {
 		sip.WithTransactionLayerUnhandledResponseHandler(p.onStrayResponse),
 	)
 	p.txl.OnRequest(p.onRequest)
+	var pv *schema.Provisioning
+	if cfg.Provisioning != nil {
+		pv = cfg.Provisioning.Snapshot()
+	}
+	// Names are resolved by Run; until then sipgo would resolve them.
+	p.table.Store(p.compile(pv, func(hostport string) string { return hostport }))
 	return p, nil
 }
 
@@ -155,7 +164,16 @@ func (p *Proxy) Run(ctx context.Context) error {
 			p.tpl.Pool("udp").Add(l.local, &sip.UDPConnection{PacketConn: l.udp, PacketAddr: l.local, Listener: true})
 		}
 	}
-	p.resolveGateway(runCtx)
+	p.gwDest = p.resolve(runCtx, p.gwDest)
+	var pv *schema.Provisioning
+	if p.cfg.Provisioning != nil {
+		pv = p.cfg.Provisioning.Snapshot()
+	}
+	p.install(runCtx, pv)
+	var following sync.WaitGroup
+	if p.cfg.Provisioning != nil {
+		following.Go(func() { p.follow(runCtx, p.cfg.Provisioning, pv) })
+	}
 	serveErr := make(chan error, len(p.listeners))
 	var serving sync.WaitGroup
 	for _, l := range p.listeners {
@@ -173,7 +191,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	close(p.ready)
 	p.log.Info("proxy serving", "node", p.cfg.Node, "listeners", strings.Join(p.Addrs(), " "),
-		"gateway", p.gwDest, "gateway_transport", strings.ToLower(p.gwTransport))
+		"default_gateway", p.gwDest, "default_gateway_transport", strings.ToLower(p.gwTransport))
 
 	var err error
 	select {
@@ -184,6 +202,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 	close(p.stop)
 	cancel()
+	following.Wait()
 	for _, l := range p.listeners {
 		l.close()
 	}
@@ -191,32 +210,6 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.shutdown()
 	p.log.Info("proxy stopped", "node", p.cfg.Node)
 	return err
-}
-
-// resolveGateway looks a gateway host name up once, so that requests do
-// not wait for DNS (sipgo would resolve it for every request). When the
-// lookup fails the name stays and sipgo keeps trying per request.
-func (p *Proxy) resolveGateway(ctx context.Context) {
-	host, port, _ := net.SplitHostPort(p.gwDest)
-	if net.ParseIP(host) != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	addrs, err := net.DefaultResolver.LookupIPAddr(ctx, host)
-	if err != nil || len(addrs) == 0 {
-		p.log.Warn("gateway address not resolved; resolving per request", "gateway", p.gwDest, "err", err)
-		return
-	}
-	ip := addrs[0].IP
-	for _, a := range addrs {
-		if a.IP.To4() != nil {
-			ip = a.IP
-			break
-		}
-	}
-	p.gwDest = net.JoinHostPort(ip.String(), port)
-	p.log.Info("gateway resolved", "gateway", p.cfg.Gateway, "addr", p.gwDest)
 }
 
 // shutdown ends every transaction, closes sipgo's connections and waits

@@ -111,7 +111,7 @@ func TestCall(t *testing.T) {
 				ToURI: "sip:15551234567@127.0.0.1", ToTag: toTag, CSeq: 1,
 				RequestURI: c.inv.Recipient.String(), Source: callerSource(alice, tc.caller, ev.Source),
 				Local: h.addr, Transport: callerTransport, Destination: gw.addr,
-				Status: 200, Reason: "OK", ProvisionalStatus: 180,
+				Status: 200, Reason: "OK", ProvisionalStatus: 180, Account: "local", Trunk: "local",
 			}
 			checkTx(t, ev, want)
 			if !(ev.RequestAt > 0 && ev.RequestAt <= ev.ProvisionalAt && ev.ProvisionalAt <= ev.FinalAt) {

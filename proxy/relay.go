@@ -106,6 +106,19 @@ func (p *Proxy) onRequest(req *sip.Request, tx *sip.ServerTx) {
 		r.finish()
 		return
 	}
+	// Inside a dialog the Route set the proxy record-routed leads the way;
+	// a new request must come from a trunk, which names the customer. (An
+	// in-dialog request may come from the callee's side: its source says
+	// nothing about who pays.)
+	if initial {
+		trunk := p.table.Load().lookup(r.ev.Source, req.Transport())
+		if trunk != nil {
+			r.ev.Account, r.ev.Trunk = trunk.account, trunk.id
+		}
+		if !r.admitted(trunk) {
+			return
+		}
+	}
 	if mf := req.MaxForwards(); mf != nil && *mf == 0 {
 		r.respond(483, "Too Many Hops", noteMaxForwards)
 		r.finish()
@@ -121,6 +134,12 @@ func (p *Proxy) onRequest(req *sip.Request, tx *sip.ServerTx) {
 	if err != nil {
 		p.log.Debug("no route", "call_id", r.ev.CallID, "method", r.ev.Method, "ruri", r.ev.RequestURI, "err", err)
 		r.respond(404, "Not Found", noteNoRoute)
+		r.finish()
+		return
+	}
+	if !initial && !p.inDialogAdmitted(req, &h) {
+		p.m.refusedDialog.Inc()
+		r.respond(403, "Forbidden", noteNotRecordRouted)
 		r.finish()
 		return
 	}
@@ -224,6 +243,11 @@ func (r *request) ack() {
 			r.ev.Note = noteNoRoute
 			break
 		}
+		if !p.inDialogAdmitted(r.req, &h) {
+			p.m.refusedDialog.Inc()
+			r.ev.Note = noteNotRecordRouted
+			break
+		}
 		r.ev.Destination = h.dest
 		if err := p.tpl.WriteMsg(p.forward(r.req, &h, false)); err != nil {
 			r.ev.Note = noteUnreachable
@@ -256,7 +280,7 @@ func (r *request) relay(out *sip.Request, h *hop) {
 	r.ev.Destination = h.dest
 	a := schema.Attempt{Destination: h.dest, StartAt: schema.Millis(time.Now())}
 	if h.gateway {
-		a.Gateway = p.cfg.Gateway
+		a.Gateway = h.gatewayID
 	}
 	var cancels chan cancelSignal
 	if invite {

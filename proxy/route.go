@@ -21,6 +21,7 @@ type hop struct {
 	in, out   *listener
 	uri       sip.Uri // Request-URI to send
 	gateway   bool
+	gatewayID string // the gateway's id for the events
 
 	routes   int  // Route header values in the request
 	popped   int  // own Route values removed from the top (RFC 16.4)
@@ -28,8 +29,9 @@ type hop struct {
 }
 
 // route decides the next hop: initial requests go to the gateway, requests
-// inside a dialog follow their Route set, then the Request-URI (loose
-// routing, RFC 3261 16.4 and 16.12).
+// inside a dialog (and initial ones a trusted peer preloaded a Route on)
+// follow their Route set, then the Request-URI (loose routing, RFC 3261
+// 16.4 and 16.12).
 func (p *Proxy) route(req *sip.Request, in *listener, initial bool) (hop, error) {
 	h := hop{in: in, uri: req.Recipient}
 	var buf [8]*sip.RouteHeader
@@ -57,9 +59,13 @@ func (p *Proxy) route(req *sip.Request, in *listener, initial bool) (hop, error)
 		h.popped++
 	}
 
-	if initial {
-		h.dest, h.transport, h.gateway = p.gwDest, p.gwTransport, true
+	if initial && h.popped == len(routes) {
+		gw := &p.table.Load().gateway
+		h.dest, h.transport, h.gateway, h.gatewayID = gw.dest, gw.transport, true, gw.id
 		h.out = p.listenerFor(h.transport)
+		if h.out == nil {
+			return h, errNoListener
+		}
 		return h, nil
 	}
 

@@ -51,15 +51,17 @@ func (s *metricsSettings) addFlags(cmd *cobra.Command, addr string) {
 }
 
 type proxySettings struct {
-	listen   []string
-	gateway  string
-	spoolDir string
+	listen     []string
+	gateway    string
+	spoolDir   string
+	trunkCIDRs []string
 }
 
 func (s *proxySettings) addFlags(cmd *cobra.Command, defaultSpool string) {
 	cmd.Flags().StringSliceVar(&s.listen, "sip-listen", []string{"127.0.0.1:5060"}, "SIP listen addresses: ADDR (UDP and TCP), udp:ADDR or tcp:ADDR")
-	cmd.Flags().StringVar(&s.gateway, "gateway", "127.0.0.1:5070", "outbound gateway host:port that calls are sent to")
+	cmd.Flags().StringVar(&s.gateway, "gateway", "127.0.0.1:5070", "default outbound gateway host:port, used while no gateway is provisioned (carrier gateway add)")
 	cmd.Flags().StringVar(&s.spoolDir, "spool-dir", defaultSpool, "where events wait while JetStream is unreachable")
+	cmd.Flags().StringSliceVar(&s.trunkCIDRs, "trunk-cidr", nil, "at start, create or update trunk \"local\" (account \"local\") with these sources, e.g. 127.0.0.1/32; it stays provisioned until \"carrier trunk rm local\". Without any trunk every call is refused")
 }
 
 type clickhouseSettings struct{ addr, database string }
@@ -121,8 +123,30 @@ func describeListeners(ls []proxy.Listener) string {
 }
 
 // runProxy carries calls until ctx is done; its events go through a
-// spooling publisher, which is flushed on the way out.
+// spooling publisher, which is flushed on the way out. It admits calls by
+// the provisioning bucket, which it follows live; it serves SIP only once
+// that is loaded, as without it every call would be refused.
 func runProxy(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg prometheus.Registerer, node string, listeners []proxy.Listener, s proxySettings) error {
+	store, err := waitProvisionStore(ctx, log, js)
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	if len(s.trunkCIDRs) > 0 {
+		if err := provisionLocalTrunk(ctx, log, store, s.trunkCIDRs); err != nil {
+			return fmt.Errorf("proxy: --trunk-cidr: %w", err)
+		}
+	}
+	watch, err := store.Watch(ctx)
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	defer watch.Stop()
+	select {
+	case <-watch.Ready():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+
 	pub, err := eventlog.NewPublisher(js, eventlog.PublisherConfig{SpoolDir: s.spoolDir, Logger: log, Registerer: reg})
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
@@ -137,7 +161,7 @@ func runProxy(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg
 			log.Error("event spool not synced on close", "spool", s.spoolDir, "err", err)
 		}
 	}()
-	p, err := proxy.New(proxy.Config{Node: node, Listeners: listeners, Gateway: s.gateway, Logger: log, Registerer: reg}, pub)
+	p, err := proxy.New(proxy.Config{Node: node, Listeners: listeners, Gateway: s.gateway, Provisioning: watch, Logger: log, Registerer: reg}, pub)
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}

@@ -34,6 +34,7 @@ func TestUpCarriesSippCallsIntoClickHouse(t *testing.T) {
 			"--nats-listen", hostPort(testkit.FreeTCPPort(t)),
 			"--sip-listen", sip,
 			"--gateway", uas.Addr(),
+			"--trunk-cidr", "127.0.0.1/32", // sipp calls from here; no open relay
 			"--metrics-listen", hostPort(testkit.FreeTCPPort(t)),
 			"--clickhouse", ch.Addr(), "--clickhouse-db", db,
 		)
@@ -80,6 +81,9 @@ func TestUpCarriesSippCallsIntoClickHouse(t *testing.T) {
 			// can fire a tick early, hence a little slack below.
 			if c.DurationMs < pauseMs-20 || c.DurationMs > pauseMs+3000 {
 				t.Errorf("CDR %s lasted %d ms, the scenario pauses %d ms", c.CallID, c.DurationMs, pauseMs)
+			}
+			if c.Account != "local" || c.Trunk != "local" {
+				t.Errorf("CDR %s: account %q trunk %q, want the --trunk-cidr trunk", c.CallID, c.Account, c.Trunk)
 			}
 			if c.BillableSec != schema.BillableSeconds(c.DurationMs) || c.Callee != testkit.SippDefaultCallee {
 				t.Errorf("CDR %s: billable %d for %d ms, callee %q", c.CallID, c.BillableSec, c.DurationMs, c.Callee)
@@ -140,7 +144,7 @@ func startSeparate(t *testing.T, gateway string) *separate {
 	s := &separate{dataDir: t.TempDir(), natsAddr: hostPort(testkit.FreeTCPPort(t)), sip: hostPort(testkit.FreePort(t))}
 	s.natsURL = "nats://" + s.natsAddr
 	s.startNATS(t)
-	s.proxy = startCommand(t, "proxy", "--nats-url", s.natsURL, "--sip-listen", s.sip, "--gateway", gateway,
+	s.proxy = startCommand(t, "proxy", "--nats-url", s.natsURL, "--sip-listen", s.sip, "--gateway", gateway, "--trunk-cidr", "127.0.0.1/32",
 		"--spool-dir", filepath.Join(s.dataDir, "spool"), "--metrics-listen", "")
 	s.proxy.waitListening(t, s.sip)
 	s.startCorrelator(t)

@@ -63,6 +63,9 @@ names as keys).`,
 		newCorrelatorCmd(a),
 		newAnalyticsCmd(a),
 		newCDRCmd(a),
+		newTrunkCmd(a),
+		newGatewayCmd(a),
+		newProvisionCmd(a),
 	)
 	return root
 }

@@ -214,6 +214,7 @@ start_carrier() {
 	local sip=$1 gw=$2
 	MPORT=$(free_port)
 	"$ROOT/bin/carrier" up --sip-listen "127.0.0.1:$sip" --gateway "127.0.0.1:$gw" \
+		--trunk-cidr 127.0.0.1/32 \
 		--data-dir "$WORK/carrier-data" --metrics-listen "127.0.0.1:$MPORT" \
 		--nats-listen "127.0.0.1:$(free_port)" \
 		>"$WORK/carrier.log" 2>&1 &

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/carrier-core/carrier/eventlog"
+	"github.com/carrier-core/carrier/schema"
+)
+
+func newGatewayCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Manage outbound gateways: the SIP servers calls are sent to",
+		Long: `Gateways are the next hops of calls. Until route rules exist, the proxies
+send every call to the first provisioned gateway by id, and to their
+--gateway address while none is provisioned. Changes reach the running
+proxies within a second.`,
+	}
+	cmd.AddCommand(newGatewayAddCmd(a), newGatewayListCmd(a), newGatewayShowCmd(a), newGatewayRmCmd(a))
+	return cmd
+}
+
+func newGatewayAddCmd(a *app) *cobra.Command {
+	var (
+		nats natsSettings
+		g    schema.Gateway
+	)
+	cmd := &cobra.Command{
+		Use:     "add ID --address HOST[:PORT]",
+		Short:   "Create a gateway, or replace the gateway of that id",
+		Example: `  carrier gateway add carrier-a --address 192.0.2.10:5060 --transport udp`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			g.ID = args[0]
+			if err := g.Validate(); err != nil {
+				return err
+			}
+			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
+				ch, err := s.Gateways().Put(ctx, g)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "gateway %s %s\n", g.ID, ch)
+				return nil
+			})
+		},
+	}
+	nats.addFlags(cmd)
+	cmd.Flags().StringVar(&g.Address, "address", "", "host[:port] of the gateway, port 5060 by default (required)")
+	cmd.Flags().StringVar(&g.Transport, "transport", "udp", "udp or tcp")
+	_ = cmd.MarkFlagRequired("address")
+	return cmd
+}
+
+func newGatewayListCmd(a *app) *cobra.Command {
+	var (
+		nats   natsSettings
+		format string
+	)
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the gateways",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
+				gws, err := s.Gateways().List(ctx)
+				if err != nil {
+					return err
+				}
+				return writeTable(a.out, format, gatewayTable(gws))
+			})
+		},
+	}
+	nats.addFlags(cmd)
+	addOutputFlag(cmd, &format)
+	return cmd
+}
+
+func newGatewayShowCmd(a *app) *cobra.Command {
+	var (
+		nats   natsSettings
+		format string
+	)
+	cmd := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one gateway",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
+				g, err := s.Gateways().Get(ctx, args[0])
+				if err != nil {
+					return notProvisioned(err, "gateway")
+				}
+				return writeTable(a.out, format, fieldTable(g, [][2]string{
+					{"id", g.ID},
+					{"address", g.Address},
+					{"transport", g.TransportOrDefault()},
+				}))
+			})
+		},
+	}
+	nats.addFlags(cmd)
+	addOutputFlag(cmd, &format)
+	return cmd
+}
+
+func newGatewayRmCmd(a *app) *cobra.Command {
+	var nats natsSettings
+	cmd := &cobra.Command{
+		Use:   "rm ID",
+		Short: "Remove a gateway",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
+				if err := s.Gateways().Delete(ctx, args[0]); err != nil {
+					return notProvisioned(err, "gateway")
+				}
+				fmt.Fprintf(a.out, "gateway %s removed\n", args[0])
+				return nil
+			})
+		},
+	}
+	nats.addFlags(cmd)
+	return cmd
+}
+
+func gatewayTable(gws []schema.Gateway) table {
+	t := table{header: []string{"ID", "ADDRESS", "TRANSPORT"}, records: gws}
+	if gws == nil {
+		t.records = []schema.Gateway{}
+	}
+	for _, g := range gws {
+		t.rows = append(t.rows, []string{g.ID, g.Address, g.TransportOrDefault()})
+	}
+	return t
+}

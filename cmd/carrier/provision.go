@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/carrier-core/carrier/eventlog"
+	"github.com/carrier-core/carrier/schema"
+)
+
+// provisionTimeout bounds one CLI operation on the provisioning bucket,
+// so that a command against a NATS server that is not there fails.
+const provisionTimeout = 10 * time.Second
+
+// withProvisionStore runs f on the provisioning bucket of the NATS server
+// at url, as a short-lived CLI client.
+func withProvisionStore(ctx context.Context, a *app, url string, f func(ctx context.Context, s *eventlog.ProvisionStore) error) error {
+	nc, js, err := eventlog.Connect(url, "carrier-cli", a.log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, provisionTimeout)
+	defer cancel()
+	s, err := eventlog.OpenProvisionStore(ctx, js, a.log)
+	if err != nil {
+		return fmt.Errorf("%w (is NATS with JetStream running at %s? start it with `carrier up` or `carrier nats`, or set --nats-url)", err, url)
+	}
+	return f(ctx, s)
+}
+
+// waitProvisionStore opens the provisioning bucket for a long-running
+// component, waiting for JetStream when it is not up yet.
+func waitProvisionStore(ctx context.Context, log *slog.Logger, js jetstream.JetStream) (*eventlog.ProvisionStore, error) {
+	wait := 250 * time.Millisecond
+	for {
+		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := eventlog.OpenProvisionStore(attempt, js, log)
+		cancel()
+		if err == nil {
+			return s, nil
+		}
+		log.Warn("waiting for the provisioning bucket", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// Local trunk of --trunk-cidr: for a laptop or a lab, where the callers
+// are known addresses and there is no account to bill yet. XXX is ISO
+// 4217's "no currency".
+const (
+	localTrunk    = "local"
+	localAccount  = "local"
+	localCurrency = "XXX"
+)
+
+// provisionLocalTrunk puts trunk "local" of account "local" with the given
+// sources, as --trunk-cidr asks, and says so in the log.
+func provisionLocalTrunk(ctx context.Context, log *slog.Logger, s *eventlog.ProvisionStore, cidrs []string) error {
+	t := schema.Trunk{ID: localTrunk, Name: "from --trunk-cidr", Account: localAccount}
+	for _, c := range cidrs {
+		src, err := schema.ParseSource(c)
+		if err != nil {
+			return err
+		}
+		t.Sources = append(t.Sources, src)
+	}
+	set := schema.ProvisionSet{Accounts: []schema.Account{{ID: localAccount, Name: "from --trunk-cidr", Currency: localCurrency}}, Trunks: []schema.Trunk{t}}
+	applied, err := s.Apply(ctx, set)
+	if err != nil {
+		return err
+	}
+	log.Warn("trunk provisioned from --trunk-cidr: calls from these sources are admitted", "trunk", localTrunk, "account", localAccount,
+		"sources", sourcesText(t.Sources), "change", applied[len(applied)-1].Change)
+	return nil
+}
+
+func newProvisionCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "provision",
+		Short: "Load accounts, trunks and gateways from a file",
+	}
+	cmd.AddCommand(newProvisionApplyCmd(a), newProvisionExportCmd(a))
+	return cmd
+}
+
+func newProvisionExportCmd(a *app) *cobra.Command {
+	var nats natsSettings
+	cmd := &cobra.Command{
+		Use:     "export",
+		Short:   "Print every account, gateway and trunk as a file that apply reads back",
+		Example: `  carrier provision export > network.yaml`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
+				p, err := s.Load(ctx)
+				if err != nil {
+					return err
+				}
+				var set schema.ProvisionSet
+				for _, id := range schema.SortedIDs(p.Accounts) {
+					set.Accounts = append(set.Accounts, p.Accounts[id])
+				}
+				for _, id := range schema.SortedIDs(p.Gateways) {
+					set.Gateways = append(set.Gateways, p.Gateways[id])
+				}
+				for _, id := range schema.SortedIDs(p.Trunks) {
+					set.Trunks = append(set.Trunks, p.Trunks[id])
+				}
+				return writeProvisionFile(a.out, set)
+			})
+		},
+	}
+	nats.addFlags(cmd)
+	return cmd
+}
+
+func newProvisionApplyCmd(a *app) *cobra.Command {
+	var (
+		nats   natsSettings
+		file   string
+		dryRun bool
+	)
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Create or update every object a YAML file declares; applying it again changes nothing",
+		Long: `Apply creates or updates the accounts, gateways and trunks a YAML file
+declares. The whole file is checked first (each object, duplicate ids, trunk
+accounts, sources claimed by two trunks) and nothing is written if any entry
+is wrong. Objects the file does not name are left alone. The running proxies
+pick the change up within a second.
+
+The file uses the JSON field names of the objects:
+
+  accounts:
+    - {id: acme, name: ACME Telecom, currency: EUR, sell_plan: retail-eu}
+  gateways:
+    - {id: carrier-a, address: "192.0.2.10:5060", transport: udp}
+  trunks:
+    - id: acme-pbx
+      account: acme
+      sources:
+        - {cidr: 203.0.113.0/24}
+        - {cidr: 198.51.100.7, port: 5060, transport: udp}`,
+		Example: `  carrier provision apply -f network.yaml --dry-run
+  carrier provision apply -f network.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return fmt.Errorf("-f FILE is required: the YAML file to apply")
+			}
+			set, err := readProvisionFile(file)
+			if err != nil {
+				return err
+			}
+			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
+				apply, verb := s.Apply, ""
+				if dryRun {
+					apply, verb = s.Plan, "would be "
+				}
+				applied, err := apply(ctx, set)
+				counts := map[eventlog.Change]int{}
+				for _, ap := range applied {
+					counts[ap.Change]++
+					if ap.Change != eventlog.Unchanged {
+						fmt.Fprintf(a.out, "%s%s %s %s\n", verb, ap.Change, ap.Kind, ap.ID)
+					}
+				}
+				if err != nil {
+					return fmt.Errorf("%s: %w", file, err)
+				}
+				if counts[eventlog.Created]+counts[eventlog.Updated] == 0 {
+					fmt.Fprintf(a.out, "nothing to change: the %d objects of %s are provisioned as declared\n", len(applied), file)
+					return nil
+				}
+				fmt.Fprintf(a.out, "%s: %d %screated, %d %supdated, %d unchanged\n", file, counts[eventlog.Created], verb, counts[eventlog.Updated], verb, counts[eventlog.Unchanged])
+				return nil
+			})
+		},
+	}
+	nats.addFlags(cmd)
+	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML file of accounts, trunks and gateways")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check the file and say what would change, without changing anything")
+	return cmd
+}
+
+// writeProvisionFile writes set as YAML with the objects' JSON names, the
+// form readProvisionFile reads.
+func writeProvisionFile(w io.Writer, set schema.ProvisionSet) error {
+	j, err := json.Marshal(set)
+	if err != nil {
+		return err
+	}
+	var doc any
+	if err := json.Unmarshal(j, &doc); err != nil {
+		return err
+	}
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return err
+	}
+	return enc.Close()
+}
+
+// readProvisionFile reads a YAML provisioning file. It goes through JSON
+// so that the file's keys are the objects' JSON names, and a misspelt key
+// is an error rather than a field silently left empty.
+func readProvisionFile(path string) (schema.ProvisionSet, error) {
+	var set schema.ProvisionSet
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return set, fmt.Errorf("provisioning file: %w", err)
+	}
+	var doc any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return set, fmt.Errorf("provisioning file %s: %w", path, err)
+	}
+	if doc == nil {
+		return set, fmt.Errorf("provisioning file %s is empty", path)
+	}
+	j, err := json.Marshal(doc)
+	if err != nil {
+		return set, fmt.Errorf("provisioning file %s: %w", path, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&set); err != nil {
+		return set, fmt.Errorf("provisioning file %s: %v (keys: accounts, trunks, gateways, with the objects' fields)", path, err)
+	}
+	if set.Len() == 0 {
+		return set, fmt.Errorf("provisioning file %s declares no accounts, trunks or gateways", path)
+	}
+	return set, nil
+}
