@@ -200,6 +200,7 @@ func testCDR(i int, account string, invite time.Time) schema.CDR {
 			{Gateway: "gw-a", Supplier: "sup-a", Destination: "192.0.2.1:5060", Status: 486, Reason: "Busy Here", Q850: 17, StartAt: at + 1, FinalAt: at + 300},
 			{Gateway: "gw-b", Supplier: "sup-b", Destination: "192.0.2.2:5060", Status: 200, Reason: "OK", StartAt: at + 301, ProvisionalAt: at + 900, FinalAt: at + 2500},
 		},
+		Gateway: "gw-b", Supplier: "sup-b", EarlyMedia: true,
 		Disposition: schema.Answered, Status: 200, Reason: "OK",
 		InviteAt: at, ProvisionalAt: at + 900, AnswerAt: at + 2500, EndAt: at + 2500 + 61001,
 		SetupMs: 2500, PDDMs: 900, DurationMs: 61001, BillableSec: 62,
@@ -207,6 +208,7 @@ func testCDR(i int, account string, invite time.Time) schema.CDR {
 	}
 	if i%5 == 0 {
 		c.Attempts = c.Attempts[:1]
+		c.Gateway, c.Supplier, c.EarlyMedia = "gw-a", "sup-a", false
 		c.Disposition, c.Status, c.Reason, c.Q850 = schema.Busy, 486, "Busy Here", 17
 		c.ToTag, c.ProvisionalAt, c.AnswerAt, c.EndAt = "", 0, 0, at+300
 		c.SetupMs, c.PDDMs, c.DurationMs, c.BillableSec, c.HangupBy, c.HangupReason = 0, 0, 0, 0, "", ""

@@ -154,6 +154,8 @@ type cdrRow struct {
 	caller, callee, callerE164, calleeE164   string
 	version                                  uint64
 	att                                      attemptColumns
+	gateway, supplier                        string
+	earlyMedia                               uint8
 	disposition, reason                      string
 	status, q850                             uint16
 	inviteAt, provisionalAt, answerAt, endAt uint64
@@ -194,17 +196,25 @@ func (r *cdrRow) fields() []field {
 		field{"hangup_by", &r.hangupBy},
 		field{"hangup_reason", &r.hangupReason},
 		field{"node", &r.node},
+		field{"gateway", &r.gateway},
+		field{"supplier", &r.supplier},
+		field{"early_media", &r.earlyMedia},
 	)
 }
 
 func fromCDR(rec CDRRecord) cdrRow {
 	c := rec.CDR
+	var earlyMedia uint8
+	if c.EarlyMedia {
+		earlyMedia = 1
+	}
 	return cdrRow{
 		id: c.ID, callID: c.CallID, fromTag: c.FromTag, toTag: c.ToTag,
 		account: c.Account, trunk: c.Trunk, src: c.Source, transport: c.Transport,
 		caller: c.Caller, callee: c.Callee, callerE164: c.CallerE164, calleeE164: c.CalleeE164,
-		version:     rec.Version,
-		att:         fromAttempts(c.Attempts),
+		version: rec.Version,
+		att:     fromAttempts(c.Attempts),
+		gateway: c.Gateway, supplier: c.Supplier, earlyMedia: earlyMedia,
 		disposition: string(c.Disposition), status: u16(c.Status), reason: c.Reason, q850: u16(c.Q850),
 		inviteAt: ms(c.InviteAt), provisionalAt: ms(c.ProvisionalAt), answerAt: ms(c.AnswerAt), endAt: ms(c.EndAt),
 		setupMs: c.SetupMs, pddMs: c.PDDMs, durationMs: c.DurationMs, billableSec: c.BillableSec,
@@ -221,7 +231,7 @@ func (r *cdrRow) record() (CDRRecord, error) {
 		ID: r.id, CallID: r.callID, FromTag: r.fromTag, ToTag: r.toTag,
 		Account: r.account, Trunk: r.trunk, Source: r.src, Transport: r.transport,
 		Caller: r.caller, Callee: r.callee, CallerE164: r.callerE164, CalleeE164: r.calleeE164,
-		Attempts:    atts,
+		Attempts: atts, Gateway: r.gateway, Supplier: r.supplier, EarlyMedia: r.earlyMedia != 0,
 		Disposition: schema.Disposition(r.disposition), Status: int(r.status), Reason: r.reason, Q850: int(r.q850),
 		InviteAt: int64(r.inviteAt), ProvisionalAt: int64(r.provisionalAt), AnswerAt: int64(r.answerAt), EndAt: int64(r.endAt),
 		SetupMs: r.setupMs, PDDMs: r.pddMs, DurationMs: r.durationMs, BillableSec: r.billableSec,

@@ -61,7 +61,7 @@ func BenchmarkCorrelate(b *testing.B) {
 	for i := range b.N {
 		for j := range calls[i%len(calls)] {
 			ev := calls[i%len(calls)][j]
-			correlate(bk, &ev)
+			rules{}.correlate(bk, &ev)
 		}
 		if i%len(calls) == len(calls)-1 {
 			clear(bk)

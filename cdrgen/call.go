@@ -142,19 +142,30 @@ type emission struct {
 	key string
 }
 
+// rules are the settings of the correlation logic. A replay must use the
+// same rules as the live run to produce the same CDRs.
+type rules struct {
+	// maxCallMs caps the duration of an answered call (Config.MaxCallDuration);
+	// 0: no cap.
+	maxCallMs int64
+	// lagMs is how far behind the log's time the sweep stays
+	// (Config.SweepLag). It changes when a call is swept, not its CDR.
+	lagMs int64
+}
+
 // correlate applies one transaction to the calls in b and returns the
 // events it causes. Applying the same transaction again changes nothing.
-func correlate(b book, ev *event) ([]emission, outcome) {
+func (r rules) correlate(b book, ev *event) ([]emission, outcome) {
 	switch ev.kind {
 	case kindInvite:
-		return invite(b, ev)
+		return r.invite(b, ev)
 	case kindBye:
-		return bye(b, ev)
+		return r.bye(b, ev)
 	}
 	return nil, outcomeIgnored
 }
 
-func invite(b book, ev *event) ([]emission, outcome) {
+func (r rules) invite(b book, ev *event) ([]emission, outcome) {
 	tx := &ev.tx
 	key := ev.keys[0]
 	cur := b.get(key)
@@ -173,7 +184,7 @@ func invite(b book, ev *event) ([]emission, outcome) {
 	}
 	out := []emission{{Type: schema.TypeCallStarted, ID: schema.StartedID(cdr.ID), At: cdr.AnswerAt, CDR: cdr, key: key}}
 	if cur != nil {
-		ended := endCDR(cdr, cur.Bye)
+		ended := r.endCDR(cdr, cur.Bye)
 		b.put(key, &callState{V: stateVersion, Phase: phaseEnded, CSeq: tx.CSeq})
 		return append(out, emission{Type: schema.TypeCallEnded, ID: cdr.ID, At: ended.EndAt, CDR: ended, key: key}), outcomeApplied
 	}
@@ -181,12 +192,12 @@ func invite(b book, ev *event) ([]emission, outcome) {
 	return out, outcomeApplied
 }
 
-func bye(b book, ev *event) ([]emission, outcome) {
+func (r rules) bye(b book, ev *event) ([]emission, outcome) {
 	states := make([]*callState, len(ev.keys))
 	for i, key := range ev.keys {
 		states[i] = b.get(key)
 		if s := states[i]; s != nil && s.Phase == phaseOpen {
-			ended := endCDR(*s.CDR, &ev.tx)
+			ended := r.endCDR(*s.CDR, &ev.tx)
 			b.put(key, &callState{V: stateVersion, Phase: phaseEnded, CSeq: s.CSeq})
 			return []emission{{Type: schema.TypeCallEnded, ID: ended.ID, At: ended.EndAt, CDR: ended, key: key}}, outcomeApplied
 		}
@@ -208,6 +219,33 @@ func bye(b book, ev *event) ([]emission, outcome) {
 	return nil, outcomeEarly
 }
 
+// expired reports whether an open call has outlived the maximum call
+// duration by the log's time (watermark, ms) with the sweep's lag to spare.
+// Whenever it is found so, its CDR is the same (closeExpired), which is
+// what keeps a replay's CDRs equal to the live run's.
+func (r rules) expired(s *callState, watermark int64) bool {
+	return r.maxCallMs > 0 && s.Phase == phaseOpen && s.CDR != nil &&
+		watermark-r.lagMs > s.CDR.AnswerAt+r.maxCallMs
+}
+
+// closeExpired ends an open call whose BYE never came.
+func (r rules) closeExpired(b book, key string, s *callState) emission {
+	ended := r.capCDR(*s.CDR)
+	b.put(key, &callState{V: stateVersion, Phase: phaseEnded, CSeq: s.CSeq})
+	return emission{Type: schema.TypeCallEnded, ID: ended.ID, At: ended.EndAt, CDR: ended, key: key}
+}
+
+// capCDR ends an answered call at the maximum call duration: the proxy
+// that carried it is gone or lost its BYE, and nothing tells when it
+// really ended.
+func (r rules) capCDR(cdr schema.CDR) schema.CDR {
+	cdr.EndAt = cdr.AnswerAt + r.maxCallMs
+	cdr.DurationMs = r.maxCallMs
+	cdr.BillableSec = schema.BillableSeconds(cdr.DurationMs)
+	cdr.HangupBy, cdr.HangupReason = schema.HangupProxy, schema.EndNoBye
+	return cdr
+}
+
 // newCDR is the CDR of a call as its INVITE transaction tells it.
 func newCDR(tx *schema.Transaction, node string) schema.CDR {
 	cdr := schema.CDR{
@@ -222,7 +260,7 @@ func newCDR(tx *schema.Transaction, node string) schema.CDR {
 		Caller:        userPart(tx.FromURI),
 		Callee:        userPart(tx.RequestURI),
 		Attempts:      slices.Clone(tx.Attempts),
-		Disposition:   disposition(tx.Status),
+		Disposition:   disposition(tx.Status, tx.ProvisionalAt > 0),
 		Status:        tx.Status,
 		Reason:        tx.Reason,
 		Q850:          tx.Q850,
@@ -232,6 +270,12 @@ func newCDR(tx *schema.Transaction, node string) schema.CDR {
 	}
 	cdr.CallerE164 = e164(cdr.Caller)
 	cdr.CalleeE164 = e164(cdr.Callee)
+	// The proxy notes the first provisional after 100 Trying only, so a
+	// 183 that follows a 180 goes unseen.
+	cdr.EarlyMedia = tx.ProvisionalStatus == 183
+	if i := accountedAttempt(tx.Attempts, cdr.Disposition == schema.Answered); i >= 0 {
+		cdr.Gateway, cdr.Supplier = tx.Attempts[i].Gateway, tx.Attempts[i].Supplier
+	}
 	if cdr.ProvisionalAt > 0 {
 		cdr.PDDMs = max(0, cdr.ProvisionalAt-cdr.InviteAt)
 	}
@@ -248,10 +292,38 @@ func newCDR(tx *schema.Transaction, node string) schema.CDR {
 	return cdr
 }
 
+// accountedAttempt is the attempt a call is accounted on, -1 when there
+// were none: for an answered call the answered attempt, the first 2xx in
+// time when parallel forks answered more than once (the proxy keeps that
+// one and hangs up the others); for an unanswered call the last attempt,
+// whose failure is the one the caller got after the proxy ran out of
+// gateways.
+func accountedAttempt(as []schema.Attempt, answered bool) int {
+	if answered {
+		best := -1
+		for i, a := range as {
+			if a.Status >= 200 && a.Status < 300 && (best < 0 || a.FinalAt < as[best].FinalAt) {
+				best = i
+			}
+		}
+		if best >= 0 {
+			return best
+		}
+	}
+	return len(as) - 1
+}
+
 // disposition maps the final answer to the caller's INVITE to how the call
-// ended. 487 is always "cancelled", whether or not it was ringing: the CDR
-// keeps provisional_at, so a report can still tell the two apart.
-func disposition(status int) schema.Disposition {
+// ended. ringing says whether the caller had an 18x by then.
+//
+// A 487 (the caller cancelled) is "no-answer" when the call was ringing:
+// the callee had the chance to pick up and did not, which is what a 480 or
+// a ring timeout says too. Before any 18x it is "cancelled": the caller gave
+// up on the network, not on the callee. The CDR keeps status 487 either
+// way. 503 is what the proxy answers when no gateway is left (a gateway's
+// 503 with another gateway still to try is an attempt, not the outcome),
+// so it is "congestion".
+func disposition(status int, ringing bool) schema.Disposition {
 	switch {
 	case status >= 200 && status < 300:
 		return schema.Answered
@@ -259,21 +331,30 @@ func disposition(status int) schema.Disposition {
 		return schema.Busy
 	case status == 408 || status == 480:
 		return schema.NoAnswer
+	case status == 487 && ringing:
+		return schema.NoAnswer
 	case status == 487:
 		return schema.Cancelled
 	case status == 503:
 		return schema.Congestion
 	}
-	// Includes an INVITE the proxy logged without any final answer.
+	// Rejections (403, 404, 484, 402, ...), and an INVITE the proxy logged
+	// without any final answer.
 	return schema.Failed
 }
 
 // endCDR completes the CDR of an answered call with the BYE that ended it.
-// The BYE ends the call when it is sent, whether or not it got a 200.
-func endCDR(cdr schema.CDR, bye *schema.Transaction) schema.CDR {
+// The BYE ends the call when it is sent, whether or not it got a 200. A
+// BYE later than the maximum call duration gives the CDR the sweep gives
+// the call without it (capCDR): whether the sweep or the BYE came first
+// must not change the CDR.
+func (r rules) endCDR(cdr schema.CDR, bye *schema.Transaction) schema.CDR {
 	cdr.EndAt = bye.RequestAt
 	if cdr.EndAt == 0 {
 		cdr.EndAt = bye.FinalAt
+	}
+	if r.maxCallMs > 0 && cdr.EndAt-cdr.AnswerAt > r.maxCallMs {
+		return r.capCDR(cdr)
 	}
 	cdr.DurationMs = max(0, cdr.EndAt-cdr.AnswerAt)
 	cdr.BillableSec = schema.BillableSeconds(cdr.DurationMs)

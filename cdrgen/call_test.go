@@ -32,12 +32,15 @@ func (b jsonBook) put(key string, st *callState) {
 	b[key] = data
 }
 
+// testRules are the live defaults.
+var testRules = rules{maxCallMs: DefaultMaxCallDuration.Milliseconds(), lagMs: DefaultSweepLag.Milliseconds()}
+
 func apply(b book, txs []schema.Transaction) ([]emission, []outcome) {
 	var out []emission
 	var outcomes []outcome
 	for _, tx := range txs {
 		ev := newEvent(tx, proxyNode)
-		em, o := correlate(b, &ev)
+		em, o := testRules.correlate(b, &ev)
 		out = append(out, em...)
 		outcomes = append(outcomes, o)
 	}
@@ -63,11 +66,17 @@ type scenario struct {
 	want []emission
 	// byeFirst: the outcome must not change when the BYEs come first.
 	byeFirst bool
+	// orderMatters: reordering the transactions changes the outcome (two
+	// BYEs: the first one handled counts), so the property tests leave
+	// the scenario out.
+	orderMatters bool
 }
 
 // scenarios are the calls of the pure tests, each with its golden events.
-func scenarios() []scenario {
-	c := newTestCall(1)
+func scenarios() []scenario { return scenariosOf(newTestCall(1)) }
+
+// scenariosOf are the scenarios as call c.
+func scenariosOf(c testCall) []scenario {
 	ok := c.invite(200, "OK")
 
 	calleeEnded := c.answeredCDR(schema.HangupCallee)
@@ -85,9 +94,60 @@ func scenarios() []scenario {
 	cancelled := c.invite(487, "Request Terminated")
 	cancelled.FinalAt = c.at + 4010
 	cancelled.Attempts[1].FinalAt = c.at + 4010
-	cancelledCDR := c.failedCDR(487, "Request Terminated", 0, schema.Cancelled)
+	cancelledCDR := c.failedCDR(487, "Request Terminated", 0, schema.NoAnswer)
 	cancelledCDR.Attempts[1].FinalAt = c.at + 4010
 	cancelledCDR.EndAt = c.at + 4010
+
+	// Cancelled before anything rang: the caller gave up on the network.
+	early := schema.Transaction{Method: "CANCEL", CallID: c.id, FromTag: c.from, CSeq: 1, Source: "192.0.2.10:5060", Status: 200, RequestAt: c.at + 800, FinalAt: c.at + 801}
+	cancelledEarly := c.invite(487, "Request Terminated")
+	cancelledEarly.ProvisionalAt, cancelledEarly.ProvisionalStatus = 0, 0
+	cancelledEarly.FinalAt = c.at + 810
+	cancelledEarly.Attempts[1].ProvisionalAt, cancelledEarly.Attempts[1].FinalAt = 0, c.at+810
+	cancelledEarlyCDR := c.failedCDR(487, "Request Terminated", 0, schema.Cancelled)
+	cancelledEarlyCDR.ProvisionalAt, cancelledEarlyCDR.PDDMs = 0, 0
+	cancelledEarlyCDR.Attempts[1].ProvisionalAt, cancelledEarlyCDR.Attempts[1].FinalAt = 0, c.at+810
+	cancelledEarlyCDR.EndAt = c.at + 810
+
+	// 183 Session Progress first: early media, and PDD from it.
+	progress := c.invite(200, "OK")
+	progress.ProvisionalStatus = 183
+	progressCDR := c.answeredCDR(schema.HangupCaller)
+	progressCDR.EarlyMedia = true
+	progressStarted := startedEv(c)
+	progressStarted.CDR.EarlyMedia = true
+
+	// Parallel forks both answered; the second one tried answered first
+	// and is the call's leg.
+	forked := c.invite(200, "OK")
+	forked.Attempts[0].Status, forked.Attempts[0].Reason, forked.Attempts[0].Q850 = 200, "OK", 0
+	forked.Attempts[0].FinalAt = c.at + answerAfter + 30
+	forkedCDR := c.answeredCDR(schema.HangupCaller)
+	forkedCDR.Attempts[0] = forked.Attempts[0]
+	forkedStarted := startedEv(c)
+	forkedStarted.CDR.Attempts[0] = forked.Attempts[0]
+
+	// Hunted over both gateways without an answer: the last failure counts.
+	exhausted := c.invite(503, "Service Unavailable")
+	exhausted.Attempts[1].Gateway, exhausted.Attempts[1].Supplier = "gw-c", "sup-c"
+	exhaustedCDR := c.failedCDR(503, "Service Unavailable", 0, schema.Congestion)
+	exhaustedCDR.Attempts[1].Gateway, exhaustedCDR.Attempts[1].Supplier = "gw-c", "sup-c"
+	exhaustedCDR.Gateway, exhaustedCDR.Supplier = "gw-c", "sup-c"
+
+	// The proxy closed a dialog that timed out.
+	noBye := c.bye(false)
+	noBye.Note = schema.EndNoBye
+	noBye.Source = "198.51.100.1:5060"
+	noByeCDR := c.answeredCDR(schema.HangupProxy)
+	noByeCDR.HangupReason = schema.EndNoBye
+
+	// A BYE after the maximum call duration: the CDR the sweep would give.
+	lateBye := c.inDialog("BYE", true, answerAfter+testRules.maxCallMs+5000, 200)
+	lateCDR := c.answeredCDR(schema.HangupProxy)
+	lateCDR.HangupReason = schema.EndNoBye
+	lateCDR.EndAt = c.at + answerAfter + testRules.maxCallMs
+	lateCDR.DurationMs = testRules.maxCallMs
+	lateCDR.BillableSec = testRules.maxCallMs / 1000
 
 	congestion := c.invite(503, "Service Unavailable")
 	congestion.Q850 = 34
@@ -128,7 +188,7 @@ func scenarios() []scenario {
 			outOfDialogOptions, c.bye(false), c.inDialog("OPTIONS", true, byeAfter+10, 481),
 		}, want: []emission{startedEv(c), endedEv(c, c.answeredCDR(schema.HangupCaller))}, byeFirst: true},
 		{name: "both sides hang up: the first BYE counts", txs: []schema.Transaction{ok, c.ack(), c.bye(true), c.bye(false)},
-			want: []emission{startedEv(c), endedEv(c, calleeEnded)}},
+			want: []emission{startedEv(c), endedEv(c, calleeEnded)}, orderMatters: true},
 		{name: "challenge then answered", txs: []schema.Transaction{challenge, c.inDialog("ACK", false, answerAfter+1, 0), retried, c.ack(), c.bye(false)},
 			want: []emission{startedEv(c), endedEv(c, c.answeredCDR(schema.HangupCaller))}},
 		{name: "busy 486", txs: []schema.Transaction{c.invite(486, "Busy Here"), c.inDialog("ACK", false, answerAfter+1, 0)},
@@ -139,8 +199,20 @@ func scenarios() []scenario {
 			want: []emission{failedEv(c, c.failedCDR(408, "Request Timeout", 0, schema.NoAnswer))}},
 		{name: "no answer 480", txs: []schema.Transaction{c.invite(480, "Temporarily Unavailable")},
 			want: []emission{failedEv(c, c.failedCDR(480, "Temporarily Unavailable", 0, schema.NoAnswer))}},
-		{name: "cancelled while ringing", txs: []schema.Transaction{cancel, cancelled},
+		{name: "cancelled while ringing is no answer", txs: []schema.Transaction{cancel, cancelled},
 			want: []emission{failedEv(c, cancelledCDR)}},
+		{name: "cancelled before ringing", txs: []schema.Transaction{early, cancelledEarly},
+			want: []emission{failedEv(c, cancelledEarlyCDR)}},
+		{name: "early media", txs: []schema.Transaction{progress, c.ack(), c.bye(false)},
+			want: []emission{progressStarted, endedEv(c, progressCDR)}, byeFirst: true},
+		{name: "parallel forks: the first 2xx is the leg", txs: []schema.Transaction{forked, c.ack(), c.bye(false)},
+			want: []emission{forkedStarted, endedEv(c, forkedCDR)}, byeFirst: true},
+		{name: "failover exhausted", txs: []schema.Transaction{exhausted},
+			want: []emission{failedEv(c, exhaustedCDR)}},
+		{name: "proxy closes a dialog without BYE", txs: []schema.Transaction{ok, c.ack(), noBye},
+			want: []emission{startedEv(c), endedEv(c, noByeCDR)}, byeFirst: true},
+		{name: "BYE after the maximum duration", txs: []schema.Transaction{ok, c.ack(), lateBye},
+			want: []emission{startedEv(c), endedEv(c, lateCDR)}, byeFirst: true},
 		{name: "congestion", txs: []schema.Transaction{congestion},
 			want: []emission{failedEv(c, c.failedCDR(503, "Service Unavailable", 34, schema.Congestion))}},
 		{name: "failed with a Q.850 cause", txs: []schema.Transaction{notFound},
@@ -313,8 +385,15 @@ func TestDisposition(t *testing.T) {
 		503: schema.Congestion,
 		403: schema.Failed, 404: schema.Failed, 484: schema.Failed, 402: schema.Failed, 500: schema.Failed, 603: schema.Failed, 302: schema.Failed, 0: schema.Failed,
 	} {
-		if got := disposition(status); got != want {
+		if got := disposition(status, false); got != want {
 			t.Errorf("disposition(%d) = %s, want %s", status, got, want)
+		}
+		ringing := want
+		if status == 487 {
+			ringing = schema.NoAnswer
+		}
+		if got := disposition(status, true); got != ringing {
+			t.Errorf("disposition(%d) while ringing = %s, want %s", status, got, ringing)
 		}
 	}
 }

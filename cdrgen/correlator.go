@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,10 +21,13 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultDurable        = "cdrgen"
-	DefaultCallsBucket    = "CDRGEN_CALLS"
-	DefaultFinishedBucket = "CDRGEN_FINISHED"
-	DefaultFinishedTTL    = 48 * time.Hour
+	DefaultDurable         = "cdrgen"
+	DefaultCallsBucket     = "CDRGEN_CALLS"
+	DefaultFinishedBucket  = "CDRGEN_FINISHED"
+	DefaultFinishedTTL     = 48 * time.Hour
+	DefaultMaxCallDuration = 4 * time.Hour
+	DefaultSweepInterval   = time.Minute
+	DefaultSweepLag        = time.Minute
 )
 
 var (
@@ -61,6 +66,28 @@ type Config struct {
 	// Replicas of the state buckets (default 1).
 	Replicas int
 
+	// MaxCallDuration is the longest an answered call is taken to last
+	// (default 4h; negative: no limit). A call whose BYE never comes (its
+	// proxy died or lost it) is ended at answer + MaxCallDuration, hangup
+	// by "proxy" for "no_bye", once the log's time is SweepLag past that;
+	// a BYE later than answer + MaxCallDuration gives the same CDR, so it
+	// does not matter which comes first. A rebuild must use the same value
+	// to give the same CDRs.
+	MaxCallDuration time.Duration
+	// SweepInterval is how often the wall clock is asked for the time when
+	// the log is quiet (default 1m). The log's time is the latest event
+	// time the correlator has seen; only when no event has come for a whole
+	// SweepInterval and the consumer has nothing pending does now minus
+	// SweepInterval stand in for it, so that a call on an idle system
+	// still gets its CDR.
+	SweepInterval time.Duration
+	// SweepLag is how far out of time order the events of different calls
+	// may reach the log (several proxies, in-flight publishes; default 1m):
+	// a call is swept only once the log's time is past its maximum by that
+	// much, so that a BYE only that late still ends it. It changes when a
+	// call without a BYE is ended, never its CDR.
+	SweepLag time.Duration
+
 	// MaxBatch and MaxWait are passed to the consumer (eventlog defaults
 	// when zero): the state is written once per call per batch.
 	MaxBatch int
@@ -80,6 +107,7 @@ type Correlator struct {
 	log     *slog.Logger
 	consLog *slog.Logger // for eventlog, which adds the consumer itself
 	metrics *metrics
+	rules   rules
 	running atomic.Bool
 }
 
@@ -115,6 +143,21 @@ func New(js jetstream.JetStream, cfg Config) (*Correlator, error) {
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
 	}
+	if cfg.MaxCallDuration == 0 {
+		cfg.MaxCallDuration = DefaultMaxCallDuration
+	}
+	if cfg.MaxCallDuration > 0 && cfg.MaxCallDuration < time.Second {
+		return nil, fmt.Errorf("cdrgen: max call duration %s is under a second: %w", cfg.MaxCallDuration, ErrInvalidConfig)
+	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = DefaultSweepInterval
+	}
+	if cfg.SweepLag == 0 {
+		cfg.SweepLag = DefaultSweepLag
+	}
+	if cfg.SweepInterval < 0 || cfg.SweepLag < 0 {
+		return nil, fmt.Errorf("cdrgen: negative sweep interval %s or lag %s: %w", cfg.SweepInterval, cfg.SweepLag, ErrInvalidConfig)
+	}
 	if cfg.Partitions != nil {
 		if len(cfg.Partitions) == 0 {
 			return nil, fmt.Errorf("cdrgen: empty partition list (nil means all): %w", ErrInvalidConfig)
@@ -143,9 +186,14 @@ func New(js jetstream.JetStream, cfg Config) (*Correlator, error) {
 	if err != nil {
 		return nil, err
 	}
+	r := rules{lagMs: cfg.SweepLag.Milliseconds()}
+	if cfg.MaxCallDuration > 0 {
+		r.maxCallMs = cfg.MaxCallDuration.Milliseconds()
+	}
 	return &Correlator{
 		js:      js,
 		cfg:     cfg,
+		rules:   r,
 		log:     cfg.Logger.With("component", "cdrgen", "consumer", cfg.Durable),
 		consLog: cfg.Logger.With("component", "cdrgen"),
 		metrics: m,
@@ -180,7 +228,16 @@ func (c *Correlator) Run(ctx context.Context) error {
 	for _, p := range c.cfg.Partitions {
 		cc.FilterSubjects = append(cc.FilterSubjects, schema.TransactionPartitionSubject(p))
 	}
-	h := &handler{c: c, st: st}
+	h := newHandler(c, st)
+	// The sweep stops (cancel) before Run waits for it (wg.Wait), however
+	// Consume returns.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if c.rules.maxCallMs > 0 {
+		wg.Go(func() { h.sweepIdle(ctx, c.cfg.SweepInterval) })
+	}
 	return eventlog.Consume(ctx, c.js, cc, h.handle)
 }
 
@@ -237,10 +294,40 @@ func (c *Correlator) partitionsForLog() any {
 	return c.cfg.Partitions
 }
 
-// handler is the batch handler of one Run.
+// handler is the batch handler of one Run, and its sweep of calls whose
+// BYE never came.
 type handler struct {
 	c  *Correlator
 	st *store
+
+	// mu keeps a batch and the idle sweep apart: both change the store.
+	mu sync.Mutex
+	// watermark is the log's time as far as this correlator knows: the
+	// latest event time it has seen (ms), or the idle sweep's stand-in.
+	watermark int64
+	// quietSince is the wall-clock time of the last batch.
+	quietSince time.Time
+	// finished counts the finished CDRs published (for a rebuild's progress).
+	finished uint64
+	// firstExpiry: no open call expires before the watermark passes it.
+	// It may be too early (a call it stood for has ended since), never
+	// too late.
+	firstExpiry int64
+}
+
+func newHandler(c *Correlator, st *store) *handler {
+	h := &handler{c: c, st: st, quietSince: time.Now(), firstExpiry: math.MaxInt64}
+	for _, s := range st.open {
+		h.noteOpen(s)
+	}
+	return h
+}
+
+// noteOpen lowers firstExpiry for a call that is open now.
+func (h *handler) noteOpen(s *callState) {
+	if h.c.rules.maxCallMs > 0 && s.Phase == phaseOpen && s.CDR != nil {
+		h.firstExpiry = min(h.firstExpiry, s.CDR.AnswerAt+h.c.rules.maxCallMs)
+	}
 }
 
 // change is one call's part of a batch: the events to publish, then the
@@ -252,10 +339,15 @@ type change struct {
 }
 
 func (h *handler) handle(ctx context.Context, batch []eventlog.Msg) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	events := make([]event, 0, len(batch))
 	outcomes := map[outcome]int{}
 	var keys []string
+	watermark := h.watermark
 	for _, m := range batch {
+		// Every event, whatever it is, says how far the log has got.
+		watermark = max(watermark, m.Envelope.Time)
 		var tx schema.Transaction
 		err := m.Envelope.Decode(schema.TypeTransaction, schema.TransactionVersion, &tx)
 		switch {
@@ -282,7 +374,7 @@ func (h *handler) handle(ctx context.Context, batch []eventlog.Msg) error {
 	b := newBatchBook(base)
 	byKey := map[string][]emission{}
 	for i := range events {
-		out, o := correlate(b, &events[i])
+		out, o := h.c.rules.correlate(b, &events[i])
 		outcomes[o]++
 		if o == outcomeConflict {
 			tx := &events[i].tx
@@ -293,33 +385,125 @@ func (h *handler) handle(ctx context.Context, batch []eventlog.Msg) error {
 			byKey[e.key] = append(byKey[e.key], e)
 		}
 	}
+	if err := h.commitBook(ctx, base, b, byKey); err != nil {
+		return err
+	}
+	for o, n := range outcomes {
+		h.c.metrics.events.WithLabelValues(string(o)).Add(float64(n))
+	}
+	// Only now: a batch that failed is retried from the same watermark.
+	h.watermark = watermark
+	h.quietSince = time.Now()
+	return h.sweep(ctx)
+}
 
+// commitBook makes the calls a batch book changed durable: their events
+// published, then their states stored; then it updates memory.
+func (h *handler) commitBook(ctx context.Context, base map[string]*callState, b *batchBook, byKey map[string][]emission) error {
 	changes := make([]change, len(b.dirty))
 	for i, key := range b.dirty {
 		changes[i] = change{key: key, prev: base[key], next: b.next[key], out: byKey[key]}
 	}
 	// Calls are independent, so they are made durable concurrently; within
 	// a call its events go out in order, and before its state.
-	err = forEach(ctx, len(changes), func(ctx context.Context, i int) error {
+	err := forEach(ctx, len(changes), func(ctx context.Context, i int) error {
 		return h.commit(ctx, &changes[i])
 	})
 	if err != nil {
 		return fmt.Errorf("cdrgen: %w", err)
 	}
-
 	for i := range changes {
 		h.st.remember(changes[i].key, changes[i].next)
+		h.noteOpen(changes[i].next)
 		for _, e := range changes[i].out {
 			if e.Type != schema.TypeCallStarted {
 				h.c.metrics.cdrs.WithLabelValues(string(e.CDR.Disposition)).Inc()
+				h.finished++
 			}
 		}
 	}
-	for o, n := range outcomes {
-		h.c.metrics.events.WithLabelValues(string(o)).Add(float64(n))
-	}
 	h.c.metrics.open.Set(float64(len(h.st.open)))
 	return nil
+}
+
+// sweep ends the open calls that have outlived the maximum call duration
+// by the watermark. The caller holds mu.
+func (h *handler) sweep(ctx context.Context) error {
+	r := h.c.rules
+	if r.maxCallMs <= 0 || h.watermark-r.lagMs <= h.firstExpiry {
+		return nil
+	}
+	var keys []string
+	next := int64(math.MaxInt64)
+	for key, s := range h.st.open {
+		if r.expired(s, h.watermark) {
+			keys = append(keys, key)
+		} else if s.CDR != nil {
+			next = min(next, s.CDR.AnswerAt+r.maxCallMs)
+		}
+	}
+	slices.Sort(keys)
+	base := make(map[string]*callState, len(keys))
+	b := newBatchBook(base)
+	byKey := make(map[string][]emission, len(keys))
+	for _, key := range keys {
+		s := h.st.open[key]
+		base[key] = s
+		e := r.closeExpired(b, key, s)
+		byKey[key] = []emission{e}
+		h.c.log.Info("ending call without a BYE at the maximum call duration",
+			"call_id", s.CDR.CallID, "answer_at", s.CDR.AnswerAt, "end_at", e.CDR.EndAt)
+	}
+	if err := h.commitBook(ctx, base, b, byKey); err != nil {
+		return err
+	}
+	h.c.metrics.expired.Add(float64(len(keys)))
+	h.firstExpiry = next
+	return nil
+}
+
+// sweepIdle stands the wall clock in for the log's time while no event
+// comes, every interval until ctx is done. Quiet is not enough: the
+// consumer must also have nothing pending, or a JetStream outage (no
+// batches, BYEs waiting in the stream) would look like an idle log. A
+// sweep that fails is tried again at the next tick.
+func (h *handler) sweepIdle(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			h.mu.Lock()
+			quiet := now.Sub(h.quietSince) >= interval
+			h.mu.Unlock()
+			if !quiet || !h.caughtUp(ctx) {
+				continue
+			}
+			h.mu.Lock()
+			if now.Sub(h.quietSince) >= interval {
+				h.watermark = max(h.watermark, now.Add(-interval).UnixMilli())
+				if err := h.sweep(ctx); err != nil && ctx.Err() == nil {
+					h.c.log.Warn("sweeping calls without a BYE failed, retrying", "err", err, "retry_in", interval)
+				}
+			}
+			h.mu.Unlock()
+		}
+	}
+}
+
+// caughtUp reports whether the consumer has handled everything on its
+// partitions of the stream; false when JetStream cannot say.
+func (h *handler) caughtUp(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cons, err := h.c.js.Consumer(ctx, schema.StreamSIP, h.c.cfg.Durable)
+	if err != nil {
+		return false
+	}
+	info, err := cons.Info(ctx)
+	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 }
 
 // commit publishes a call's events, then stores its state. A crash between

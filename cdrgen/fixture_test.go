@@ -135,6 +135,8 @@ func (c testCall) startedCDR() schema.CDR {
 			{Gateway: "gw-a", Supplier: "sup-a", Destination: "203.0.113.5:5060", Status: 503, Reason: "Service Unavailable", Q850: 34, StartAt: c.at + 2, FinalAt: c.at + 40},
 			{Gateway: "gw-b", Supplier: "sup-b", Destination: "203.0.113.6:5060", Status: 200, Reason: "OK", StartAt: c.at + 41, ProvisionalAt: c.at + ringAfter, FinalAt: c.at + answerAfter},
 		},
+		Gateway:       "gw-b",
+		Supplier:      "sup-b",
 		Disposition:   schema.Answered,
 		Status:        200,
 		Reason:        "OK",

@@ -9,9 +9,10 @@ import (
 )
 
 type metrics struct {
-	events *prometheus.CounterVec
-	cdrs   *prometheus.CounterVec
-	open   prometheus.Gauge
+	events  *prometheus.CounterVec
+	cdrs    *prometheus.CounterVec
+	open    prometheus.Gauge
+	expired prometheus.Counter
 }
 
 // newMetrics builds the correlator's metrics and registers them with reg
@@ -35,6 +36,11 @@ func newMetrics(reg prometheus.Registerer, consumer string) (*metrics, error) {
 			Help:        "Answered calls the CDR correlator is waiting to see end.",
 			ConstLabels: labels,
 		}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name:        "carrier_cdrgen_expired_calls_total",
+			Help:        "Answered calls the CDR correlator ended itself because no BYE came within the maximum call duration.",
+			ConstLabels: labels,
+		}),
 	}
 	for _, o := range []outcome{outcomeApplied, outcomeEarly, outcomeDuplicate, outcomeConflict, outcomeIgnored, outcomeMalformed} {
 		m.events.WithLabelValues(string(o))
@@ -46,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, consumer string) (*metrics, error) {
 		return m, nil
 	}
 	var done []prometheus.Collector
-	for _, c := range []prometheus.Collector{m.events, m.cdrs, m.open} {
+	for _, c := range []prometheus.Collector{m.events, m.cdrs, m.open, m.expired} {
 		if err := reg.Register(c); err != nil {
 			for _, d := range done {
 				reg.Unregister(d)

@@ -64,6 +64,11 @@ type CDR struct {
 	CalleeE164 string `json:"callee_e164,omitempty"`
 
 	Attempts []Attempt `json:"attempts,omitempty"`
+	// Gateway and Supplier are those of the attempt the call is accounted
+	// on: the answered one (the first 2xx when several answered), or for
+	// an unanswered call the last one tried.
+	Gateway  string `json:"gateway,omitempty"`
+	Supplier string `json:"supplier,omitempty"`
 
 	Disposition Disposition `json:"disposition"`
 	// Status, Reason and Q850 are the final answer to the caller's INVITE
@@ -77,6 +82,10 @@ type CDR struct {
 	ProvisionalAt int64 `json:"provisional_at,omitempty"`
 	AnswerAt      int64 `json:"answer_at,omitempty"`
 	EndAt         int64 `json:"end_at"`
+
+	// EarlyMedia: the caller got a 183 Session Progress (announcements or
+	// ringback from the far end before any answer).
+	EarlyMedia bool `json:"early_media,omitempty"`
 
 	// SetupMs is INVITE to answer, PDDMs INVITE to first 18x.
 	SetupMs int64 `json:"setup_ms,omitempty"`

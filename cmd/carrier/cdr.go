@@ -14,9 +14,9 @@ import (
 func newCDRCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cdr",
-		Short: "Query CDRs in ClickHouse",
+		Short: "Query CDRs in ClickHouse, or rebuild them from the log",
 	}
-	cmd.AddCommand(newCDRListCmd(a))
+	cmd.AddCommand(newCDRListCmd(a), newCDRRebuildCmd(a))
 	return cmd
 }
 
