@@ -63,9 +63,11 @@ names as keys).`,
 		newCorrelatorCmd(a),
 		newAnalyticsCmd(a),
 		newCDRCmd(a),
+		newRadiusCmd(a),
 		newTrunkCmd(a),
 		newGatewayCmd(a),
 		newProvisionCmd(a),
+		newRatesCmd(a),
 	)
 	return root
 }
