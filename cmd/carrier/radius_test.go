@@ -121,6 +121,9 @@ func TestRadiusAccountsCallsThroughTheProxy(t *testing.T) {
 		if r.Value("Sip-From-Tag") == "" || r.Value("Sip-To-Tag") == "" || r.Value("NAS-Identifier") != "e2e" {
 			t.Errorf("call %s: record without tags or NAS-Identifier: %+v", id, r.Attrs)
 		}
+		if r.Value("Calling-Station-Id") != testkit.SippDefaultCaller || r.Value("Called-Station-Id") != testkit.SippDefaultCallee {
+			t.Errorf("call %s: numbers %q -> %q, want %s -> %s", id, r.Value("Calling-Station-Id"), r.Value("Called-Station-Id"), testkit.SippDefaultCaller, testkit.SippDefaultCallee)
+		}
 	}
 	perCall := recordsPerCall(recs)
 	if len(perCall) != calls {
