@@ -1,15 +1,12 @@
 package testkit
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,8 +27,7 @@ type ClickHouse struct {
 	dir  string
 	port int
 
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc *serverProcess
 }
 
 // errExited: the server exited while starting, most likely because its
@@ -104,15 +100,7 @@ func (c *ClickHouse) LogPath() string { return filepath.Join(c.dir, "server.log"
 
 // Running reports whether the server process is up.
 func (c *ClickHouse) Running() bool {
-	if c.cmd == nil {
-		return false
-	}
-	select {
-	case <-c.exited:
-		return false
-	default:
-		return true
-	}
+	return c.proc.running()
 }
 
 // Start starts the server, or starts it again after Stop, on the same
@@ -128,28 +116,12 @@ func (c *ClickHouse) start() error {
 	if c.Running() {
 		return nil
 	}
-	out, err := os.OpenFile(filepath.Join(c.dir, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	args := append(append([]string{}, c.bin[1:]...), "--config-file="+filepath.Join(c.dir, "config.xml"))
+	proc, err := startServerProcess(c.dir, filepath.Join(c.dir, "stdout.log"), c.bin[0], args...)
 	if err != nil {
 		return err
 	}
-	defer out.Close()
-	args := append(append([]string{}, c.bin[1:]...), "--config-file="+filepath.Join(c.dir, "config.xml"))
-	cmd := exec.Command(c.bin[0], args...)
-	cmd.Dir = c.dir
-	cmd.Stdout = out
-	cmd.Stderr = out
-	// Linux kills the server when the test binary dies, so a crashed
-	// test leaves no server behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	c.cmd, c.exited = cmd, exited
+	c.proc = proc
 	if err := c.waitReady(); err != nil {
 		// The cleanup prints the log tail of a failed test.
 		c.Stop()
@@ -176,7 +148,7 @@ func (c *ClickHouse) waitReady() error {
 			return nil
 		}
 		select {
-		case <-c.exited:
+		case <-c.proc.exited:
 			return fmt.Errorf("%w (%v); see %s", errExited, last, c.LogPath())
 		case <-ctx.Done():
 			return fmt.Errorf("no answer after %s: %v", clickHouseReadyTimeout, last)
@@ -191,13 +163,8 @@ func (c *ClickHouse) Stop() {
 	if !c.Running() {
 		return
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(30 * time.Second):
-		c.t.Logf("testkit: clickhouse did not stop in 30s after SIGTERM, killing it")
-		_ = c.cmd.Process.Kill()
-		<-c.exited
+	if c.proc.stop(30 * time.Second) {
+		c.t.Logf("testkit: clickhouse did not stop in 30s after SIGTERM, killed it")
 	}
 }
 
@@ -225,15 +192,7 @@ func (c *ClickHouse) open() (driver.Conn, error) {
 // logTail prints the end of the server's logs to the test log.
 func (c *ClickHouse) logTail() {
 	for _, name := range []string{"server.err.log", "stdout.log", "server.log"} {
-		b, err := os.ReadFile(filepath.Join(c.dir, name))
-		if err != nil || len(bytes.TrimSpace(b)) == 0 {
-			continue
-		}
-		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		if len(lines) > 40 {
-			lines = lines[len(lines)-40:]
-		}
-		c.t.Logf("testkit: clickhouse %s (last %d lines):\n%s", name, len(lines), strings.Join(lines, "\n"))
+		logFileTail(c.t, "clickhouse "+name, filepath.Join(c.dir, name), 40)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -39,8 +38,7 @@ type FreeRADIUS struct {
 	authPort int
 	acctPort int
 
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc *serverProcess
 }
 
 // FreeRADIUSOption changes the generated configuration.
@@ -156,15 +154,7 @@ func (f *FreeRADIUS) LogPath() string { return filepath.Join(f.dir, "log", "stdo
 
 // Running reports whether the server process is up.
 func (f *FreeRADIUS) Running() bool {
-	if f.cmd == nil {
-		return false
-	}
-	select {
-	case <-f.exited:
-		return false
-	default:
-		return true
-	}
+	return f.proc.running()
 }
 
 // Start starts the server, or starts it again after Stop on the same
@@ -182,32 +172,16 @@ func (f *FreeRADIUS) start() error {
 	if f.Running() {
 		return nil
 	}
-	out, err := os.OpenFile(f.LogPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	// Readiness is read from what this start appends to the log.
+	var from int64
+	if st, err := os.Stat(f.LogPath()); err == nil {
+		from = st.Size()
+	}
+	proc, err := startServerProcess(f.dir, f.LogPath(), f.bin, "-X", "-d", f.dir, "-l", "stdout")
 	if err != nil {
 		return err
 	}
-	defer out.Close()
-	st, err := out.Stat()
-	if err != nil {
-		return err
-	}
-	from := st.Size()
-	cmd := exec.Command(f.bin, "-X", "-d", f.dir, "-l", "stdout")
-	cmd.Dir = f.dir
-	cmd.Stdout = out
-	cmd.Stderr = out
-	// Linux kills the server when the test binary dies, so a crashed
-	// test leaves no server behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	f.cmd, f.exited = cmd, exited
+	f.proc = proc
 	deadline := time.After(freeRADIUSReadyTimeout)
 	for {
 		b, _ := os.ReadFile(f.LogPath())
@@ -215,7 +189,7 @@ func (f *FreeRADIUS) start() error {
 			return nil
 		}
 		select {
-		case <-exited:
+		case <-proc.exited:
 			return fmt.Errorf("%w; see %s", errExited, f.LogPath())
 		case <-deadline:
 			f.Stop()
@@ -231,26 +205,13 @@ func (f *FreeRADIUS) Stop() {
 	if !f.Running() {
 		return
 	}
-	_ = f.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-f.exited:
-	case <-time.After(10 * time.Second):
-		f.t.Logf("testkit: freeradius did not stop in 10s after SIGTERM, killing it")
-		_ = f.cmd.Process.Kill()
-		<-f.exited
+	if f.proc.stop(10 * time.Second) {
+		f.t.Logf("testkit: freeradius did not stop in 10s after SIGTERM, killed it")
 	}
 }
 
 func (f *FreeRADIUS) logTail() {
-	b, err := os.ReadFile(f.LogPath())
-	if err != nil || len(bytes.TrimSpace(b)) == 0 {
-		return
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > 60 {
-		lines = lines[len(lines)-60:]
-	}
-	f.t.Logf("testkit: freeradius output (last %d lines):\n%s", len(lines), strings.Join(lines, "\n"))
+	logFileTail(f.t, "freeradius output", f.LogPath(), 60)
 }
 
 // writeConfig copies the system configuration and points it at the temp

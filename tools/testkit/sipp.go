@@ -110,13 +110,10 @@ type SippUAS struct {
 	scenario  string
 	transport string
 	addr      string
-	cmd       *exec.Cmd
+	proc      *serverProcess
 	logPath   string
 	errPath   string
-
-	exited  chan struct{} // closed when the process has exited
-	waitErr error         // valid after exited is closed
-	once    sync.Once
+	once      sync.Once
 }
 
 // SippOption configures StartSippUAS.
@@ -155,7 +152,6 @@ func StartSippUAS(t testing.TB, scenario string, opts ...SippOption) *SippUAS {
 			transport: strings.ToLower(cfg.transport),
 			logPath:   filepath.Join(dir, fmt.Sprintf("uas-%d.log", attempt)),
 			errPath:   filepath.Join(dir, fmt.Sprintf("uas-%d-errors.log", attempt)),
-			exited:    make(chan struct{}),
 		}
 		port := FreePort(t)
 		u.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
@@ -174,44 +170,31 @@ func StartSippUAS(t testing.TB, scenario string, opts ...SippOption) *SippUAS {
 
 // start runs the process and waits until its SIP socket is bound.
 func (u *SippUAS) start(bin, scenario, mode string, port int) error {
-	logf, err := os.Create(u.logPath)
-	if err != nil {
-		return fmt.Errorf("create log: %w", err)
-	}
 	// -nostdin: sipp reads keyboard commands from stdin, and a test has
 	// no terminal. -ci keeps its control socket on loopback.
-	u.cmd = exec.Command(bin,
+	proc, err := startServerProcess("", u.logPath, bin,
 		"-sf", scenario,
 		"-i", "127.0.0.1", "-p", strconv.Itoa(port), "-t", mode,
 		"-ci", "127.0.0.1", "-buff_size", sippBuffer,
 		"-nostdin",
 		"-trace_err", "-error_file", u.errPath,
 	)
-	u.cmd.Stdout = logf
-	u.cmd.Stderr = logf
-	// Killed with the test binary too, should that die without cleanup.
-	u.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := u.cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start: %w", err)
+	if err != nil {
+		return err
 	}
-	go func() {
-		u.waitErr = u.cmd.Wait()
-		logf.Close()
-		close(u.exited)
-	}()
+	u.proc = proc
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		select {
-		case <-u.exited:
-			if u.waitErr == nil {
+		case <-u.proc.exited:
+			if u.proc.waitErr == nil {
 				return errors.New("exited before listening")
 			}
-			return u.waitErr
+			return u.proc.waitErr
 		default:
 		}
-		if sippListening(u.cmd.Process.Pid, u.transport, port) {
+		if sippListening(u.proc.cmd.Process.Pid, u.transport, port) {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -237,9 +220,9 @@ func (u *SippUAS) Scenario() string { return u.scenario }
 func (u *SippUAS) Stop() {
 	u.once.Do(func() {
 		select {
-		case <-u.exited:
+		case <-u.proc.exited:
 			u.t.Errorf("sipp UAS %s on %s exited by itself: %v\n%s",
-				u.scenario, u.addr, u.waitErr, sippTail(u.logPath, 2000))
+				u.scenario, u.addr, u.proc.waitErr, sippTail(u.logPath, 2000))
 			return
 		default:
 		}
@@ -254,15 +237,7 @@ func (u *SippUAS) Stop() {
 
 // kill asks sipp to quit (SIGTERM ends it at once, printing its final
 // screen) and kills it if it does not.
-func (u *SippUAS) kill() {
-	_ = u.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-u.exited:
-	case <-time.After(5 * time.Second):
-		_ = u.cmd.Process.Kill()
-		<-u.exited
-	}
-}
+func (u *SippUAS) kill() { u.proc.stop(5 * time.Second) }
 
 // sippListening reports whether process pid owns a socket bound to
 // 127.0.0.1:port, from /proc. Owning, not merely "someone listens": the
