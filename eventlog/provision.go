@@ -51,10 +51,11 @@ func OpenProvisionStore(ctx context.Context, js jetstream.JetStream, log *slog.L
 	return &ProvisionStore{kv: kv, log: log}, nil
 }
 
-// Accounts, Trunks and Gateways are the store's collections.
+// Accounts, Trunks, Gateways and Routes are the store's collections.
 func (s *ProvisionStore) Accounts() Collection[schema.Account] { return Collection[schema.Account]{s} }
 func (s *ProvisionStore) Trunks() Collection[schema.Trunk]     { return Collection[schema.Trunk]{s} }
 func (s *ProvisionStore) Gateways() Collection[schema.Gateway] { return Collection[schema.Gateway]{s} }
+func (s *ProvisionStore) Routes() Collection[schema.Route]     { return Collection[schema.Route]{s} }
 
 // Collection is one kind of object in the store.
 type Collection[T schema.Object] struct{ s *ProvisionStore }
@@ -171,6 +172,8 @@ func objects[T schema.Object](p *schema.Provisioning) []T {
 		m = any(p.Trunks).(map[string]T)
 	case map[string]schema.Gateway:
 		m = any(p.Gateways).(map[string]T)
+	case map[string]schema.Route:
+		m = any(p.Routes).(map[string]T)
 	}
 	out := make([]T, 0, len(m))
 	for _, id := range schema.SortedIDs(m) {
@@ -205,9 +208,9 @@ type Applied struct {
 // Apply creates or updates every object of set. It checks the whole set
 // against the stored provisioning first and writes nothing when anything
 // is wrong (the error names each bad entry). Accounts and gateways are
-// written before the trunks that need them, so a watcher never sees a
-// trunk without its account. Objects the set does not name are left as
-// they are.
+// written before the trunks and routes that need them, so a watcher never
+// sees a trunk without its account or a route without its gateways.
+// Objects the set does not name are left as they are.
 func (s *ProvisionStore) Apply(ctx context.Context, set schema.ProvisionSet) ([]Applied, error) {
 	if _, err := s.Plan(ctx, set); err != nil {
 		return nil, err
@@ -238,6 +241,12 @@ func (s *ProvisionStore) Apply(ctx context.Context, set schema.ProvisionSet) ([]
 			return out, err
 		}
 	}
+	for _, r := range set.Routes {
+		ch, err := s.Routes().Put(ctx, r)
+		if err := record(schema.KindRoute, r.ID, ch, err); err != nil {
+			return out, err
+		}
+	}
 	return out, nil
 }
 
@@ -260,6 +269,9 @@ func (s *ProvisionStore) Plan(ctx context.Context, set schema.ProvisionSet) ([]A
 	}
 	for _, t := range set.Trunks {
 		out = append(out, Applied{schema.KindTrunk, t.ID, planned(cur.Trunks, t)})
+	}
+	for _, r := range set.Routes {
+		out = append(out, Applied{schema.KindRoute, r.ID, planned(cur.Routes, r)})
 	}
 	return out, nil
 }
@@ -323,6 +335,8 @@ func (s *ProvisionStore) fold(p *schema.Provisioning, e jetstream.KeyValueEntry)
 		err = foldOne(p.Trunks, id, del, e.Value())
 	case schema.KindGateway:
 		err = foldOne(p.Gateways, id, del, e.Value())
+	case schema.KindRoute:
+		err = foldOne(p.Routes, id, del, e.Value())
 	}
 	if err != nil {
 		s.log.Warn("provisioning: ignoring invalid object", "key", e.Key(), "revision", e.Revision(), "err", err)
@@ -442,7 +456,7 @@ func (w *ProvisionWatcher) publish(p *schema.Provisioning) {
 	case w.changed <- struct{}{}:
 	default:
 	}
-	w.store.log.Debug("provisioning snapshot", "revision", p.Revision, "accounts", len(p.Accounts), "trunks", len(p.Trunks), "gateways", len(p.Gateways))
+	w.store.log.Debug("provisioning snapshot", "revision", p.Revision, "accounts", len(p.Accounts), "trunks", len(p.Trunks), "gateways", len(p.Gateways), "routes", len(p.Routes))
 }
 
 // Snapshot is the current provisioning, nil until it is loaded. The

@@ -49,7 +49,12 @@ type admission struct {
 	revision uint64
 	sources  int
 	v4, v6   prefixTable
-	gateway  gatewayHop
+	// gateway takes the initial requests no route matches.
+	gateway *target
+	routes  routeTable
+	// targets are the provisioned gateways the proxy can reach, probed
+	// when probing is on.
+	targets []*target
 }
 
 // gatewayHop is where initial requests go.
@@ -148,7 +153,7 @@ func (t *prefixTable) seal() {
 // listener for, or the configured Gateway when there is none. resolve
 // turns its host:port into the address requests go to.
 func (p *Proxy) compile(pv *schema.Provisioning, resolve func(hostport string) string) *admission {
-	a := &admission{gateway: gatewayHop{id: p.cfg.Gateway, dest: p.gwDest, transport: p.gwTransport}}
+	a := &admission{gateway: &target{gatewayHop: gatewayHop{id: p.cfg.Gateway, dest: p.gwDest, transport: p.gwTransport}}}
 	if pv == nil {
 		return a
 	}
@@ -173,6 +178,7 @@ func (p *Proxy) compile(pv *schema.Provisioning, resolve func(hostport string) s
 	}
 	a.v4.seal()
 	a.v6.seal()
+	byID := map[string]*target{}
 	for _, id := range schema.SortedIDs(pv.Gateways) {
 		g := pv.Gateways[id]
 		transport := strings.ToUpper(g.TransportOrDefault())
@@ -184,9 +190,47 @@ func (p *Proxy) compile(pv *schema.Provisioning, resolve func(hostport string) s
 		if err != nil {
 			continue // validated by the store; never reached
 		}
-		a.gateway = gatewayHop{id: g.ID, dest: resolve(net.JoinHostPort(host, strconv.Itoa(port))), transport: transport}
-		break
+		t := &target{
+			gatewayHop: gatewayHop{id: g.ID, dest: resolve(net.JoinHostPort(host, strconv.Itoa(port))), transport: transport},
+			health:     p.health.get(g.ID),
+		}
+		byID[g.ID] = t
+		a.targets = append(a.targets, t)
 	}
+	if len(a.targets) > 0 {
+		a.gateway = a.targets[0]
+	}
+	keep := make(map[string]bool, len(byID))
+	for id := range byID {
+		keep[id] = true
+	}
+	p.health.prune(keep)
+	for _, id := range schema.SortedIDs(pv.Routes) {
+		r := pv.Routes[id]
+		e := &routeEntry{id: r.ID, maxAttempts: r.MaxAttempts}
+		weighted := r.ModeOrDefault() == schema.RouteWeighted
+		for i, gid := range r.Gateways {
+			t, ok := byID[gid]
+			if !ok {
+				p.log.Warn("route gateway skipped: not provisioned or not reachable", "route", r.ID, "gateway", gid)
+				continue
+			}
+			e.targets = append(e.targets, t)
+			if weighted {
+				w := 1
+				if len(r.Weights) == len(r.Gateways) {
+					w = r.Weights[i]
+				}
+				e.weights = append(e.weights, w)
+			}
+		}
+		if len(e.targets) == 0 {
+			p.log.Warn("route skipped: none of its gateways can be used", "route", r.ID, "prefix", r.Prefix)
+			continue
+		}
+		a.routes.add(r.MatchPrefix(), e)
+	}
+	a.routes.seal()
 	a.sources = sources
 	return a
 }
@@ -201,7 +245,7 @@ func (p *Proxy) install(ctx context.Context, pv *schema.Provisioning) {
 		trunks = len(pv.Trunks)
 	}
 	p.log.Info("provisioning in force", "revision", a.revision, "trunks", trunks, "sources", a.sources,
-		"gateway", a.gateway.id, "gateway_addr", a.gateway.dest)
+		"gateways", len(a.targets), "routes", len(a.routes.byPrefix), "default_gateway", a.gateway.id, "default_gateway_addr", a.gateway.dest)
 }
 
 func (p *Proxy) hasTransport(transport string) bool {

@@ -49,6 +49,21 @@ type Timers struct {
 	Linger time.Duration
 }
 
+// Health says how the proxy judges its gateways.
+type Health struct {
+	// HoldDown is how long a gateway that answered 503 or did not answer
+	// in time is tried only after the route's other gateways. Default 30s;
+	// negative turns hold-downs off.
+	HoldDown time.Duration
+	// ProbeInterval is how often every provisioned gateway gets an
+	// OPTIONS; one that does not answer (or answers 503) is down until it
+	// answers again. 0 (the default) probes nothing.
+	ProbeInterval time.Duration
+	// ProbeTimeout bounds the wait for a probe's answer. Default 2s, at
+	// most ProbeInterval.
+	ProbeTimeout time.Duration
+}
+
 // Config configures a proxy.
 type Config struct {
 	// Node names this proxy in its events.
@@ -66,8 +81,11 @@ type Config struct {
 	// its changes while it runs. Nil provisions nothing: every initial
 	// request is refused, as there is no open relay.
 	Provisioning Provisioning
-	// Timers default as documented on Timers.
+	// Timers default as documented on Timers. A route fails over to its
+	// next gateway when Timers.Response passes without any response.
 	Timers Timers
+	// Health defaults as documented on Health.
+	Health Health
 	// MaxMessageSize is the largest SIP message accepted (default and at
 	// most 65535 bytes); larger requests get 413. Over UDP the effective
 	// limit is also bounded by sipgo's read buffer (sip.TransportBufferReadSize).
@@ -87,6 +105,8 @@ const (
 	defaultResponseTimeout = 32 * time.Second
 	defaultInviteTimeout   = 3 * time.Minute
 	defaultLinger          = 5 * time.Second
+	defaultHoldDown        = 30 * time.Second
+	defaultProbeTimeout    = 2 * time.Second
 	maxMessageSize         = 65535
 	defaultUDPBuffer       = 4 << 20
 )
@@ -143,6 +163,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Timers.Linger <= 0 {
 		c.Timers.Linger = defaultLinger
+	}
+	if c.Health.HoldDown == 0 {
+		c.Health.HoldDown = defaultHoldDown
+	}
+	if c.Health.ProbeInterval < 0 {
+		return c, fmt.Errorf("probe interval %v: want 0 (no probing) or more: %w", c.Health.ProbeInterval, ErrInvalidConfig)
+	}
+	if c.Health.ProbeTimeout <= 0 {
+		c.Health.ProbeTimeout = defaultProbeTimeout
+	}
+	if c.Health.ProbeInterval > 0 {
+		c.Health.ProbeTimeout = min(c.Health.ProbeTimeout, c.Health.ProbeInterval)
 	}
 	if c.MaxMessageSize <= 0 || c.MaxMessageSize > maxMessageSize {
 		c.MaxMessageSize = maxMessageSize

@@ -17,9 +17,19 @@
 // atomically on every change, so the running proxy follows it without a
 // restart.
 //
-// Admitted initial requests go to the default gateway: the first
-// provisioned gateway by id, or Config.Gateway while none is provisioned
-// (route rules come later). INVITEs are record-routed (twice when the two
+// Admitted initial requests take the provisioned route with the longest
+// prefix of their Request-URI user (schema.Route; "" is the default
+// route), and without one go to the first provisioned gateway by id, or
+// to Config.Gateway while none is provisioned. An INVITE hunts through its
+// route's gateways, in order or drawn by weight: on 408, a 5xx or no
+// response within Timers.Response it tries the next, up to the route's
+// MaxAttempts; 486, 487, 6xx and other 4xx end the hunt and go to the
+// caller, as does a CANCEL; when none is left the caller gets 503 with
+// the note no_gateway_left. Every attempt is in the INVITE's event. A
+// gateway that answered 503 or did not answer is held down for
+// Health.HoldDown, and with Health.ProbeInterval set OPTIONS probes mark
+// gateways down and up; a gateway that is down is tried only after the
+// route's healthy ones. INVITEs are record-routed (twice when the two
 // sides use different listeners, RFC 5658), so that the dialog's ACK, BYE
 // and re-INVITEs come back through the proxy and follow their Route set
 // (loose routing, RFC 3261 16.4, 16.12).

@@ -14,12 +14,17 @@ type metrics struct {
 	inflight     prometheus.Gauge
 	malformed    prometheus.Counter
 	stray        prometheus.Counter
-	eventErrors  prometheus.Counter
+	// strayForwarded counts 2xx to INVITEs forwarded without a transaction.
+	strayForwarded prometheus.Counter
+	eventErrors    prometheus.Counter
 	// refused* count the requests admission turned away, by reason.
 	refusedUnknown   prometheus.Counter
 	refusedPreloaded prometheus.Counter
 	refusedDialog    prometheus.Counter
 	revision         prometheus.Gauge
+	// gatewayAttempts counts attempts by gateway id and final code.
+	gatewayAttempts *prometheus.CounterVec
+	gatewayUp       *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -40,6 +45,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "carrier_sip_stray_responses_total",
 			Help: "Responses that matched no client transaction and were dropped.",
 		}),
+		strayForwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "carrier_sip_stray_2xx_forwarded_total",
+			Help: "2xx responses to INVITEs that matched no client transaction (retransmissions after it ended) and were forwarded statelessly.",
+		}),
 		eventErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "carrier_sip_event_errors_total",
 			Help: "Transaction events that could not be encoded or handed to the event log.",
@@ -56,10 +65,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "carrier_sip_provisioning_revision",
 		Help: "Revision of the provisioning bucket the proxy admits and routes by (0: nothing provisioned).",
 	})
+	m.gatewayAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "carrier_sip_gateway_attempts_total",
+		Help: "INVITE attempts at gateways, by gateway id and the gateway's final code (408 also when it did not answer in time).",
+	}, []string{"gateway", "code"})
+	m.gatewayUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "carrier_sip_gateway_up",
+		Help: "1 while a provisioned gateway is up, 0 while it is held down after a 503 or a timeout or fails its OPTIONS probes.",
+	}, []string{"gateway"})
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.transactions, m.inflight, m.malformed, m.stray, m.eventErrors, refused, m.revision} {
+	for _, c := range []prometheus.Collector{m.transactions, m.inflight, m.malformed, m.stray, m.strayForwarded, m.eventErrors, refused, m.revision, m.gatewayAttempts, m.gatewayUp} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

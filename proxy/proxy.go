@@ -41,6 +41,9 @@ type Proxy struct {
 	gwDest      string // host:port of Config.Gateway, resolved by Run
 	gwTransport string // UDP or TCP, as sipgo spells it
 
+	// health is the gateways' health, kept across provisioning changes.
+	health *healthBook
+
 	// table is the provisioning compiled for the request path, swapped
 	// whole on every change.
 	table atomic.Pointer[admission]
@@ -91,6 +94,7 @@ func New(cfg Config, events EventPublisher) (*Proxy, error) {
 		log:         cfg.Logger,
 		events:      events,
 		m:           m,
+		health:      &healthBook{m: map[string]*gwHealth{}, up: m.gatewayUp},
 		screen:      sip.NewParser(),
 		gwDest:      net.JoinHostPort(gwHost, strconv.Itoa(gwPort)),
 		gwTransport: strings.ToUpper(cfg.GatewayTransport),
@@ -173,6 +177,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	var following sync.WaitGroup
 	if p.cfg.Provisioning != nil {
 		following.Go(func() { p.follow(runCtx, p.cfg.Provisioning, pv) })
+	}
+	if p.cfg.Health.ProbeInterval > 0 {
+		following.Go(func() { p.probe(p.stop) })
 	}
 	serveErr := make(chan error, len(p.listeners))
 	var serving sync.WaitGroup

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -299,29 +300,89 @@ func (r *request) relay(out *sip.Request, h *hop) {
 		}
 	}
 
-	ctx := p.runCtx
-	if h.transport == "TCP" {
-		// Bounds the connection set-up; sipgo's own dial timeout is a minute.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.cfg.Timers.Response)
-		defer cancel()
+	// hu is the rest of the route's gateways: an INVITE that fails at one
+	// gateway with 408 or 5xx, or gets no response in time, goes on to
+	// the next, as long as the caller has neither a final response nor
+	// cancelled.
+	var hu *hunt
+	if invite {
+		hu = h.hunt
 	}
-	ct, err := p.txl.Request(ctx, out)
-	if err != nil {
+	var (
+		attempts   []schema.Attempt // the attempts before a
+		ct         sip.ClientTransaction
+		dialCancel = func() {}
+	)
+	defer func() { dialCancel() }()
+	// start sends out on a new client transaction.
+	start := func() error {
+		dialCancel()
+		ctx := p.runCtx
+		if h.transport == "TCP" {
+			// Bounds the connection set-up; sipgo's own dial timeout is a minute.
+			ctx, dialCancel = context.WithTimeout(ctx, p.cfg.Timers.Response)
+		}
+		var err error
+		ct, err = p.txl.Request(ctx, out)
+		return err
+	}
+	// book counts the attempt a ended with at a gateway.
+	book := func(timedOut bool) {
+		if invite {
+			p.attempted(h.target, a.Status, timedOut, time.Now())
+		}
+	}
+	startErr := func(err error) {
 		p.sendFailed("relay "+r.ev.Method+" to "+h.dest, r.ev.CallID, err)
 		a.Status, a.Reason, a.FinalAt = 503, "Service Unavailable", schema.Millis(time.Now())
-		r.ev.Attempts = []schema.Attempt{a}
-		note := noteUnreachable
-		if errors.Is(err, sip.ErrUDPMTUCongestion) {
-			note = noteTooLarge
+		book(false)
+	}
+	// nextGateway closes attempt a and starts one at the route's next
+	// gateway; false when none is left or the hunt must stop.
+	nextGateway := func() bool {
+		if hu == nil || r.final || r.cancelled() {
+			return false
 		}
-		r.respond(503, "Service Unavailable", note)
-		if r.cancelled() {
-			// sipgo had answered a CANCEL with 487 already.
-			r.ev.Status, r.ev.Reason, r.ev.Note = 487, "Request Terminated", ""
+		for {
+			t := hu.take()
+			if t == nil {
+				return false
+			}
+			attempts = append(attempts, a)
+			next := *h
+			if err := next.toGateway(p, t); err != nil {
+				continue // compile keeps only gateways with a listener
+			}
+			h = &next
+			out = p.forward(r.req, h, true)
+			r.ev.Destination = h.dest
+			a = schema.Attempt{Destination: h.dest, Gateway: t.id, StartAt: schema.Millis(time.Now())}
+			if err := start(); err != nil {
+				startErr(err)
+				continue
+			}
+			return true
 		}
-		r.finish()
-		return
+	}
+	if err := start(); err != nil {
+		startErr(err)
+		if !nextGateway() {
+			r.ev.Attempts = append(attempts, a)
+			note := noteUnreachable
+			switch {
+			case errors.Is(err, sip.ErrUDPMTUCongestion):
+				note = noteTooLarge
+			case hu != nil:
+				note = noteNoGatewayLeft
+			}
+			r.respond(503, "Service Unavailable", note)
+			if r.cancelled() {
+				// sipgo had answered a CANCEL with 487 already.
+				r.ev.Status, r.ev.Reason, r.ev.Note = 487, "Request Terminated", ""
+			}
+			r.finish()
+			return
+		}
 	}
 
 	var (
@@ -341,6 +402,20 @@ func (r *request) relay(out *sip.Request, h *hop) {
 		cancelDone  <-chan struct{}
 	)
 	defer timer.Stop()
+	// failedOver moves the wait on to the next gateway, or, when none is
+	// left, gives the caller 503.
+	failedOver := func() {
+		if nextGateway() {
+			phase, provisional, downFinal, wantCancel = waitFirst, false, false, false
+			ctDone = ct.Done()
+			timer.Reset(p.cfg.Timers.Response)
+			return
+		}
+		r.respond(503, "Service Unavailable", noteNoGatewayLeft)
+	}
+	// hunting reports whether the failure of the current attempt may go
+	// on to another gateway.
+	hunting := func() bool { return hu != nil && !r.final && !r.cancelled() && !p.stopping() }
 	sendCancel := func(reason *sip.Request) {
 		dc = r.sendCancel(out, reason)
 		if dc.tx != nil {
@@ -385,6 +460,13 @@ func (r *request) relay(out *sip.Request, h *hop) {
 			}
 			downFinal = true
 			a.Status, a.Reason, a.FinalAt, a.Q850 = code, res.Reason, schema.Millis(now), q850(res.Headers())
+			book(false)
+			if failover(code) && hunting() {
+				// sipgo's client transaction ACKs the failure and lingers
+				// for its retransmissions (timer D).
+				failedOver()
+				continue
+			}
 			if !r.final {
 				r.relayResponse(res)
 				if !r.cancelled() {
@@ -422,6 +504,11 @@ func (r *request) relay(out *sip.Request, h *hop) {
 				code, reason, note = 503, "Service Unavailable", noteUnreachable
 			}
 			a.Status, a.Reason, a.FinalAt = code, reason, schema.Millis(time.Now())
+			book(code == 408)
+			if hunting() {
+				failedOver()
+				continue
+			}
 			if !r.final {
 				r.respond(code, reason, note)
 			}
@@ -444,6 +531,12 @@ func (r *request) relay(out *sip.Request, h *hop) {
 						a.Status, a.Reason, a.FinalAt = 408, "Request Timeout", schema.Millis(time.Now())
 					}
 					ct.Terminate()
+					// After a CANCEL the gateway owes no answer to the INVITE.
+					book(phase == waitFirst)
+					if phase == waitFirst && hunting() {
+						failedOver()
+						continue
+					}
 				}
 				if dc != nil && !dc.done {
 					dc.finish(408, "Request Timeout")
@@ -523,7 +616,7 @@ func (r *request) relay(out *sip.Request, h *hop) {
 		default:
 		}
 	}
-	r.ev.Attempts = []schema.Attempt{a}
+	r.ev.Attempts = append(attempts, a)
 	if late != nil {
 		r.ev.Note = noteLateAnswer
 	}
@@ -715,10 +808,16 @@ func (p *Proxy) releaseLate(out *sip.Request, res *sip.Response, h *hop, code in
 	}
 }
 
-// onStrayResponse takes responses that match no client transaction; a
-// proxy drops them (RFC 6026 8.5: 2xx retransmissions are matched while
-// the INVITE client transaction lingers in Accepted).
+// onStrayResponse takes responses that match no client transaction. A
+// 2xx to an INVITE is forwarded statelessly (RFC 3261 16.7 and 18.1.2:
+// a retransmission that comes after the client transaction is gone must
+// still reach the caller, whose UAS retransmits it until the ACK comes);
+// other responses are dropped.
 func (p *Proxy) onStrayResponse(res *sip.Response) {
+	if p.forwardStray2xx(res) {
+		p.m.strayForwarded.Inc()
+		return
+	}
 	p.m.stray.Inc()
 	if p.log.Enabled(context.Background(), slog.LevelDebug) {
 		callID := ""
@@ -727,4 +826,71 @@ func (p *Proxy) onStrayResponse(res *sip.Response) {
 		}
 		p.log.Debug("stray response dropped", "code", res.StatusCode, "src", res.Source(), "call_id", callID)
 	}
+}
+
+// forwardStray2xx sends a 2xx to an INVITE on to the Via below ours, as
+// a stateless proxy does (RFC 3261 16.11); false when it is not one, or
+// not one of ours: the top Via must carry a branch of this run on one of
+// our listeners.
+func (p *Proxy) forwardStray2xx(res *sip.Response) bool {
+	if !res.IsSuccess() {
+		return false
+	}
+	if cs := res.CSeq(); cs == nil || cs.MethodName != sip.INVITE {
+		return false
+	}
+	var top, next *sip.ViaHeader
+	for _, hdr := range res.Headers() {
+		if v, ok := hdr.(*sip.ViaHeader); ok {
+			if top == nil {
+				top = v
+				continue
+			}
+			next = v
+			break
+		}
+	}
+	if top == nil || next == nil {
+		return false
+	}
+	if b, _ := top.Params.Get("branch"); !strings.HasPrefix(b, branchPrefix+p.idPrefix+".") || p.own(&sip.Uri{Host: top.Host, Port: top.Port}) == nil {
+		return false
+	}
+	host := next.Host
+	if r, ok := next.Params.Get("received"); ok && r != "" {
+		host = r
+	}
+	port := next.Port
+	if rp, ok := next.Params.Get("rport"); ok && atoi(rp) > 0 {
+		port = atoi(rp)
+	}
+	if port == 0 {
+		port = 5060
+	}
+	dest := net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
+	transport := strings.ToUpper(next.Transport)
+	res.RemoveHeader("Via")
+	res.SetDestination(dest)
+	var err error
+	switch l := p.listenerFor(transport); {
+	case l == nil:
+		return false
+	case transport == "UDP":
+		// From the listener socket, where the caller sent its INVITE.
+		conn := p.tpl.Pool("udp").Get(l.local)
+		if conn == nil {
+			return false
+		}
+		err = conn.WriteMsg(res)
+		_, _ = conn.TryClose()
+	default:
+		// Over the caller's connection, if it is still open.
+		res.SetTransport(transport)
+		err = p.tpl.WriteMsg(res)
+	}
+	if err != nil {
+		p.log.Debug("forward stray 2xx", "dst", dest, "err", err)
+		return false
+	}
+	return true
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -21,7 +22,9 @@ type hop struct {
 	in, out   *listener
 	uri       sip.Uri // Request-URI to send
 	gateway   bool
-	gatewayID string // the gateway's id for the events
+	gatewayID string  // the gateway's id for the events
+	target    *target // the gateway, for its health and metrics
+	hunt      *hunt   // the route's further gateways; nil without a route
 
 	routes   int  // Route header values in the request
 	popped   int  // own Route values removed from the top (RFC 16.4)
@@ -60,13 +63,13 @@ func (p *Proxy) route(req *sip.Request, in *listener, initial bool) (hop, error)
 	}
 
 	if initial && h.popped == len(routes) {
-		gw := &p.table.Load().gateway
-		h.dest, h.transport, h.gateway, h.gatewayID = gw.dest, gw.transport, true, gw.id
-		h.out = p.listenerFor(h.transport)
-		if h.out == nil {
-			return h, errNoListener
+		a := p.table.Load()
+		t := a.gateway
+		if re := a.routes.lookup(h.uri.User); re != nil {
+			h.hunt = re.plan(time.Now())
+			t = h.hunt.take()
 		}
-		return h, nil
+		return h, h.toGateway(p, t)
 	}
 
 	next := &h.uri
@@ -108,6 +111,16 @@ func (p *Proxy) route(req *sip.Request, in *listener, initial bool) (hop, error)
 	}
 	h.dest = net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(next.Host, "["), "]"), strconv.Itoa(port))
 	return h, nil
+}
+
+// toGateway points h at gateway t.
+func (h *hop) toGateway(p *Proxy, t *target) error {
+	h.dest, h.transport, h.gateway, h.gatewayID, h.target = t.dest, t.transport, true, t.id, t
+	h.out = p.listenerFor(h.transport)
+	if h.out == nil {
+		return errNoListener
+	}
+	return nil
 }
 
 // own is the listener a SIP URI names, nil when it is not this proxy.

@@ -29,6 +29,7 @@ const (
 	KindAccount Kind = "account"
 	KindTrunk   Kind = "trunk"
 	KindGateway Kind = "gateway"
+	KindRoute   Kind = "route"
 )
 
 // Key is the provisioning key of an object.
@@ -41,7 +42,7 @@ func ParseKey(key string) (Kind, string, bool) {
 		return "", "", false
 	}
 	switch Kind(kind) {
-	case KindAccount, KindTrunk, KindGateway:
+	case KindAccount, KindTrunk, KindGateway, KindRoute:
 		return Kind(kind), id, true
 	}
 	return "", "", false
@@ -59,7 +60,7 @@ func ProvisioningBucket(o StreamOptions) jetstream.KeyValueConfig {
 	}
 	return jetstream.KeyValueConfig{
 		Bucket:      BucketProvisioning,
-		Description: "accounts, trunks and gateways, watched by the proxies",
+		Description: "accounts, trunks, gateways and routes, watched by the proxies",
 		History:     5,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
@@ -69,7 +70,7 @@ func ProvisioningBucket(o StreamOptions) jetstream.KeyValueConfig {
 // Object is a provisioning object: something with a kind, an id and rules
 // of its own. It is a type constraint, so that stores are typed by it.
 type Object interface {
-	Account | Trunk | Gateway
+	Account | Trunk | Gateway | Route
 	ObjectKind() Kind
 	ObjectID() string
 	Validate() error
@@ -343,12 +344,109 @@ func (g Gateway) TransportOrDefault() string {
 	return g.Transport
 }
 
+// Route modes: how a route orders its gateways for each call.
+const (
+	// RouteOrdered tries the gateways in the order listed.
+	RouteOrdered = "ordered"
+	// RouteWeighted draws the order of each call at random, each gateway's
+	// chance of coming first in proportion to its weight.
+	RouteWeighted = "weighted"
+)
+
+// MaxRouteGateways bounds a route's gateway list; a hunt longer than this
+// would keep a caller waiting for minutes anyway.
+const MaxRouteGateways = 16
+
+// Route says where calls to a destination go: the gateways to hunt
+// through, in order or by weight. A call takes the route with the longest
+// Prefix of its Request-URI user; the route with an empty Prefix is the
+// default.
+type Route struct {
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+	// Prefix is the destination digits the route is for ("" for any);
+	// digits only, an optional leading '+' is ignored when matching.
+	Prefix string `json:"prefix"`
+	// Gateways are gateway ids, each at most once, tried in order (or
+	// by weight) until one answers or the hunt must stop.
+	Gateways []string `json:"gateways"`
+	// Mode is "ordered" (default) or "weighted".
+	Mode string `json:"mode,omitempty"`
+	// Weights, in weighted mode, go with Gateways one to one (each at
+	// least 1); empty means equal weights. Not allowed in ordered mode.
+	Weights []int `json:"weights,omitempty"`
+	// MaxAttempts bounds the gateways tried per call; 0 tries them all.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+}
+
+func (r Route) ObjectKind() Kind { return KindRoute }
+func (r Route) ObjectID() string { return r.ID }
+
+// ModeOrDefault is the route's mode, ordered when unset.
+func (r Route) ModeOrDefault() string {
+	if r.Mode == "" {
+		return RouteOrdered
+	}
+	return r.Mode
+}
+
+// MatchPrefix is the prefix as matched against a destination: without
+// the leading '+'.
+func (r Route) MatchPrefix() string { return strings.TrimPrefix(r.Prefix, "+") }
+
+// Validate checks the route on its own; CheckRoute checks it against
+// the others.
+func (r Route) Validate() error {
+	if err := checkID(KindRoute, r.ID); err != nil {
+		return err
+	}
+	digits := r.MatchPrefix()
+	if len(digits) > 32 || strings.Trim(digits, "0123456789") != "" {
+		return fmt.Errorf("route %s: prefix %q: want up to 32 digits, optionally after '+' (empty for the default route): %w", r.ID, r.Prefix, ErrInvalidObject)
+	}
+	if len(r.Gateways) == 0 || len(r.Gateways) > MaxRouteGateways {
+		return fmt.Errorf("route %s: %d gateways: want 1 to %d: %w", r.ID, len(r.Gateways), MaxRouteGateways, ErrInvalidObject)
+	}
+	seen := map[string]bool{}
+	for _, g := range r.Gateways {
+		if !validID.MatchString(g) {
+			return fmt.Errorf("route %s: gateway %q: want a gateway id: %w", r.ID, g, ErrInvalidObject)
+		}
+		if seen[g] {
+			return fmt.Errorf("route %s: gateway %s listed twice: %w", r.ID, g, ErrInvalidObject)
+		}
+		seen[g] = true
+	}
+	switch r.ModeOrDefault() {
+	case RouteOrdered:
+		if len(r.Weights) > 0 {
+			return fmt.Errorf("route %s: weights given in ordered mode: set mode weighted or drop them: %w", r.ID, ErrInvalidObject)
+		}
+	case RouteWeighted:
+		if len(r.Weights) > 0 && len(r.Weights) != len(r.Gateways) {
+			return fmt.Errorf("route %s: %d weights for %d gateways: want one per gateway: %w", r.ID, len(r.Weights), len(r.Gateways), ErrInvalidObject)
+		}
+		for i, w := range r.Weights {
+			if w < 1 || w > 1_000_000 {
+				return fmt.Errorf("route %s: weight %d of gateway %s: want 1 to 1000000: %w", r.ID, w, r.Gateways[i], ErrInvalidObject)
+			}
+		}
+	default:
+		return fmt.Errorf("route %s: mode %q: want ordered or weighted: %w", r.ID, r.Mode, ErrInvalidObject)
+	}
+	if r.MaxAttempts < 0 || r.MaxAttempts > MaxRouteGateways {
+		return fmt.Errorf("route %s: max attempts %d: want 0 (all gateways) to %d: %w", r.ID, r.MaxAttempts, MaxRouteGateways, ErrInvalidObject)
+	}
+	return nil
+}
+
 // Provisioning is a whole provisioning at one point in time. Snapshots are
 // immutable once published: a change produces a new one.
 type Provisioning struct {
 	Accounts map[string]Account `json:"accounts"`
 	Trunks   map[string]Trunk   `json:"trunks"`
 	Gateways map[string]Gateway `json:"gateways"`
+	Routes   map[string]Route   `json:"routes"`
 	// Revision is the bucket revision of the last change folded in.
 	Revision uint64 `json:"revision"`
 	// At is when this snapshot was made.
@@ -357,7 +455,7 @@ type Provisioning struct {
 
 // NewProvisioning is an empty provisioning.
 func NewProvisioning() *Provisioning {
-	return &Provisioning{Accounts: map[string]Account{}, Trunks: map[string]Trunk{}, Gateways: map[string]Gateway{}}
+	return &Provisioning{Accounts: map[string]Account{}, Trunks: map[string]Trunk{}, Gateways: map[string]Gateway{}, Routes: map[string]Route{}}
 }
 
 // Clone copies the maps, so that the copy can be changed.
@@ -366,6 +464,7 @@ func (p *Provisioning) Clone() *Provisioning {
 	c.Accounts = cloneMap(p.Accounts)
 	c.Trunks = cloneMap(p.Trunks)
 	c.Gateways = cloneMap(p.Gateways)
+	c.Routes = cloneMap(p.Routes)
 	return &c
 }
 
@@ -406,7 +505,45 @@ func (p *Provisioning) Check() error {
 			errs = append(errs, err)
 		}
 	}
+	for _, id := range SortedIDs(p.Routes) {
+		if err := p.CheckRoute(p.Routes[id]); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// CheckRoute validates r as it would stand in p: its gateways exist, and
+// no other route of p has the same prefix, which would make routing
+// ambiguous.
+func (p *Provisioning) CheckRoute(r Route) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	var errs []error
+	for _, g := range r.Gateways {
+		if _, ok := p.Gateways[g]; !ok {
+			errs = append(errs, fmt.Errorf("route %s: gateway %q does not exist: %w", r.ID, g, ErrInvalidObject))
+		}
+	}
+	for _, id := range SortedIDs(p.Routes) {
+		if id != r.ID && p.Routes[id].MatchPrefix() == r.MatchPrefix() {
+			errs = append(errs, fmt.Errorf("route %s: prefix %q is route %s's already: %w", r.ID, r.Prefix, id, ErrInvalidObject))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RoutesUsing are the ids of the routes that name gateway id, in order:
+// a gateway they name cannot be removed.
+func (p *Provisioning) RoutesUsing(gateway string) []string {
+	var out []string
+	for _, id := range SortedIDs(p.Routes) {
+		if slices.Contains(p.Routes[id].Gateways, gateway) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // CheckTrunk validates t as it would stand in p: its account exists, and
@@ -443,10 +580,13 @@ type ProvisionSet struct {
 	Accounts []Account `json:"accounts,omitempty"`
 	Trunks   []Trunk   `json:"trunks,omitempty"`
 	Gateways []Gateway `json:"gateways,omitempty"`
+	Routes   []Route   `json:"routes,omitempty"`
 }
 
 // Len is the number of objects in the set.
-func (s ProvisionSet) Len() int { return len(s.Accounts) + len(s.Trunks) + len(s.Gateways) }
+func (s ProvisionSet) Len() int {
+	return len(s.Accounts) + len(s.Trunks) + len(s.Gateways) + len(s.Routes)
+}
 
 // Merge checks the set against the current provisioning and returns
 // what the provisioning would be with the set applied. Every problem is
@@ -455,7 +595,7 @@ func (s ProvisionSet) Len() int { return len(s.Accounts) + len(s.Trunks) + len(s
 func (s ProvisionSet) Merge(current *Provisioning) (*Provisioning, error) {
 	next := current.Clone()
 	var errs []error
-	seen := map[Kind]map[string]int{KindAccount: {}, KindTrunk: {}, KindGateway: {}}
+	seen := map[Kind]map[string]int{KindAccount: {}, KindTrunk: {}, KindGateway: {}, KindRoute: {}}
 	entry := func(list string, i int, kind Kind, id string, err error) bool {
 		if err == nil {
 			if j, dup := seen[kind][id]; dup {
@@ -484,6 +624,11 @@ func (s ProvisionSet) Merge(current *Provisioning) (*Provisioning, error) {
 			next.Trunks[t.ID] = t
 		}
 	}
+	for i, r := range s.Routes {
+		if entry("routes", i, KindRoute, r.ID, r.Validate()) {
+			next.Routes[r.ID] = r
+		}
+	}
 	// Rules between objects, once all of the set is in.
 	for i, t := range s.Trunks {
 		if seen[KindTrunk][t.ID] != i {
@@ -491,6 +636,14 @@ func (s ProvisionSet) Merge(current *Provisioning) (*Provisioning, error) {
 		}
 		if err := next.CheckTrunk(t); err != nil {
 			errs = append(errs, fmt.Errorf("trunks[%d] (%s): %w", i, t.ID, err))
+		}
+	}
+	for i, r := range s.Routes {
+		if seen[KindRoute][r.ID] != i {
+			continue
+		}
+		if err := next.CheckRoute(r); err != nil {
+			errs = append(errs, fmt.Errorf("routes[%d] (%s): %w", i, r.ID, err))
 		}
 	}
 	if len(errs) > 0 {

@@ -172,3 +172,79 @@ func TestProvisioningKeysAndJSON(t *testing.T) {
 		t.Errorf("trunk JSON %s, want %s", b, want)
 	}
 }
+
+func TestRouteValidation(t *testing.T) {
+	for name, bad := range map[string]Route{
+		"no gateways":          {ID: "r"},
+		"prefix not digits":    {ID: "r", Prefix: "44x", Gateways: []string{"g"}},
+		"prefix plus inside":   {ID: "r", Prefix: "4+4", Gateways: []string{"g"}},
+		"gateway twice":        {ID: "r", Gateways: []string{"g", "g"}},
+		"gateway id":           {ID: "r", Gateways: []string{"g.1"}},
+		"mode":                 {ID: "r", Gateways: []string{"g"}, Mode: "random"},
+		"weights when ordered": {ID: "r", Gateways: []string{"g"}, Weights: []int{1}},
+		"weights count":        {ID: "r", Gateways: []string{"g", "h"}, Mode: RouteWeighted, Weights: []int{1}},
+		"weight zero":          {ID: "r", Gateways: []string{"g", "h"}, Mode: RouteWeighted, Weights: []int{1, 0}},
+		"max attempts":         {ID: "r", Gateways: []string{"g"}, MaxAttempts: -1},
+		"id":                   {ID: "", Gateways: []string{"g"}},
+	} {
+		if err := bad.Validate(); !errors.Is(err, ErrInvalidObject) {
+			t.Errorf("%s: Validate = %v, want ErrInvalidObject", name, err)
+		}
+	}
+	for _, ok := range []Route{
+		{ID: "default", Gateways: []string{"g"}},
+		{ID: "uk", Prefix: "+44", Gateways: []string{"g", "h"}, MaxAttempts: 2},
+		{ID: "w", Prefix: "1", Gateways: []string{"g", "h"}, Mode: RouteWeighted, Weights: []int{3, 1}},
+		{ID: "w2", Gateways: []string{"g", "h"}, Mode: RouteWeighted},
+	} {
+		if err := ok.Validate(); err != nil {
+			t.Errorf("%+v: %v", ok, err)
+		}
+	}
+}
+
+func TestRouteCheckAndMerge(t *testing.T) {
+	current := NewProvisioning()
+	current.Gateways["a"] = Gateway{ID: "a", Address: "192.0.2.1"}
+	current.Routes["uk"] = Route{ID: "uk", Prefix: "44", Gateways: []string{"a"}}
+	set := ProvisionSet{
+		Gateways: []Gateway{{ID: "b", Address: "192.0.2.2"}},
+		Routes: []Route{
+			{ID: "uk2", Prefix: "+44", Gateways: []string{"b"}},
+			{ID: "us", Prefix: "1", Gateways: []string{"a", "ghost"}},
+			{ID: "default", Gateways: []string{"a", "b"}},
+		},
+	}
+	_, err := set.Merge(current)
+	if !errors.Is(err, ErrInvalidObject) {
+		t.Fatalf("Merge = %v", err)
+	}
+	for _, want := range []string{
+		`routes[0] (uk2): route uk2: prefix "+44" is route uk's already`,
+		`routes[1] (us): route us: gateway "ghost" does not exist`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Merge error lacks %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "default") {
+		t.Errorf("the good route is reported: %v", err)
+	}
+	set.Routes = set.Routes[2:]
+	next, err := set.Merge(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(next.Routes) != 2 || len(current.Routes) != 1 || set.Len() != 2 {
+		t.Errorf("merged routes %v", next.Routes)
+	}
+	if got := next.RoutesUsing("b"); len(got) != 1 || got[0] != "default" {
+		t.Errorf("RoutesUsing(b) = %v", got)
+	}
+	if err := next.Check(); err != nil {
+		t.Errorf("Check = %v", err)
+	}
+	if k, id, ok := ParseKey(KindRoute.Key("uk")); !ok || k != KindRoute || id != "uk" {
+		t.Errorf("ParseKey route: %v %v %v", k, id, ok)
+	}
+}

@@ -55,12 +55,15 @@ type proxySettings struct {
 	gateway    string
 	spoolDir   string
 	trunkCIDRs []string
+	health     proxy.Health
 }
 
 func (s *proxySettings) addFlags(cmd *cobra.Command, defaultSpool string) {
 	cmd.Flags().StringSliceVar(&s.listen, "sip-listen", []string{"127.0.0.1:5060"}, "SIP listen addresses: ADDR (UDP and TCP), udp:ADDR or tcp:ADDR")
 	cmd.Flags().StringVar(&s.gateway, "gateway", "127.0.0.1:5070", "default outbound gateway host:port, used while no gateway is provisioned (carrier gateway add)")
 	cmd.Flags().StringVar(&s.spoolDir, "spool-dir", defaultSpool, "where events wait while JetStream is unreachable")
+	cmd.Flags().DurationVar(&s.health.HoldDown, "gateway-hold-down", 30*time.Second, "how long a gateway that answered 503 or did not answer is tried only after the route's others (negative: never held down)")
+	cmd.Flags().DurationVar(&s.health.ProbeInterval, "gateway-probe-interval", 0, "send OPTIONS to every provisioned gateway this often and route around those that do not answer (0: no probing)")
 	cmd.Flags().StringSliceVar(&s.trunkCIDRs, "trunk-cidr", nil, "at start, create or update trunk \"local\" (account \"local\") with these sources, e.g. 127.0.0.1/32; it stays provisioned until \"carrier trunk rm local\". Without any trunk every call is refused")
 }
 
@@ -161,7 +164,7 @@ func runProxy(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg
 			log.Error("event spool not synced on close", "spool", s.spoolDir, "err", err)
 		}
 	}()
-	p, err := proxy.New(proxy.Config{Node: node, Listeners: listeners, Gateway: s.gateway, Provisioning: watch, Logger: log, Registerer: reg}, pub)
+	p, err := proxy.New(proxy.Config{Node: node, Listeners: listeners, Gateway: s.gateway, Health: s.health, Provisioning: watch, Logger: log, Registerer: reg}, pub)
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -14,10 +15,11 @@ func newGatewayCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Manage outbound gateways: the SIP servers calls are sent to",
-		Long: `Gateways are the next hops of calls. Until route rules exist, the proxies
-send every call to the first provisioned gateway by id, and to their
---gateway address while none is provisioned. Changes reach the running
-proxies within a second.`,
+		Long: `Gateways are the next hops of calls. Routes (carrier provision apply)
+name the gateways a destination hunts through; a call no route matches goes
+to the first provisioned gateway by id, and to the proxies' --gateway
+address while none is provisioned. Changes reach the running proxies within
+a second.`,
 	}
 	cmd.AddCommand(newGatewayAddCmd(a), newGatewayListCmd(a), newGatewayShowCmd(a), newGatewayRmCmd(a))
 	return cmd
@@ -115,6 +117,13 @@ func newGatewayRmCmd(a *app) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
+				cur, err := s.Load(ctx)
+				if err != nil {
+					return err
+				}
+				if used := cur.RoutesUsing(args[0]); len(used) > 0 {
+					return fmt.Errorf("gateway %s is used by route %s: change or remove the routes first (carrier route add|rm)", args[0], strings.Join(used, ", "))
+				}
 				if err := s.Gateways().Delete(ctx, args[0]); err != nil {
 					return notProvisioned(err, "gateway")
 				}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -18,6 +19,11 @@ func main() {
 	// default) to push large ones to TCP. A proxy relays what its peers
 	// send, as Kamailio does, so anything its read buffer takes may pass.
 	sip.UDPMTUSize = int(sip.TransportBufferReadSize) + 200
+	// sipgo keeps an answered INVITE's transactions for Timer L/M (32 s) to
+	// absorb 2xx retransmissions, and memory grows with the call rate for
+	// it. The proxy forwards a stray 2xx statelessly (RFC 3261 16.7), so a
+	// 5 s window, Kamailio's wait timer, is enough.
+	sip.Timer_L, sip.Timer_M = 5*time.Second, 5*time.Second
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

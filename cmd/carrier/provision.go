@@ -93,7 +93,7 @@ func provisionLocalTrunk(ctx context.Context, log *slog.Logger, s *eventlog.Prov
 func newProvisionCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "provision",
-		Short: "Load accounts, trunks and gateways from a file",
+		Short: "Load accounts, trunks, gateways and routes from a file",
 	}
 	cmd.AddCommand(newProvisionApplyCmd(a), newProvisionExportCmd(a))
 	return cmd
@@ -103,7 +103,7 @@ func newProvisionExportCmd(a *app) *cobra.Command {
 	var nats natsSettings
 	cmd := &cobra.Command{
 		Use:     "export",
-		Short:   "Print every account, gateway and trunk as a file that apply reads back",
+		Short:   "Print every account, gateway, trunk and route as a file that apply reads back",
 		Example: `  carrier provision export > network.yaml`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -122,6 +122,9 @@ func newProvisionExportCmd(a *app) *cobra.Command {
 				for _, id := range schema.SortedIDs(p.Trunks) {
 					set.Trunks = append(set.Trunks, p.Trunks[id])
 				}
+				for _, id := range schema.SortedIDs(p.Routes) {
+					set.Routes = append(set.Routes, p.Routes[id])
+				}
 				return writeProvisionFile(a.out, set)
 			})
 		},
@@ -139,10 +142,10 @@ func newProvisionApplyCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
 		Short: "Create or update every object a YAML file declares; applying it again changes nothing",
-		Long: `Apply creates or updates the accounts, gateways and trunks a YAML file
-declares. The whole file is checked first (each object, duplicate ids, trunk
-accounts, sources claimed by two trunks) and nothing is written if any entry
-is wrong. Objects the file does not name are left alone. The running proxies
+		Long: `Apply creates or updates the accounts, gateways, trunks and routes a YAML
+file declares. The whole file is checked first (each object, duplicate ids,
+trunk accounts, sources claimed by two trunks, route gateways, prefixes
+claimed by two routes) and nothing is written if any entry is wrong. Objects the file does not name are left alone. The running proxies
 pick the change up within a second.
 
 The file uses the JSON field names of the objects:
@@ -156,7 +159,11 @@ The file uses the JSON field names of the objects:
       account: acme
       sources:
         - {cidr: 203.0.113.0/24}
-        - {cidr: 198.51.100.7, port: 5060, transport: udp}`,
+        - {cidr: 198.51.100.7, port: 5060, transport: udp}
+  routes:
+    - {id: default, prefix: "", gateways: [carrier-a, carrier-b], max_attempts: 2}
+    - {id: uk-mobile, prefix: "447", gateways: [carrier-a, carrier-b],
+       mode: weighted, weights: [3, 1]}`,
 		Example: `  carrier provision apply -f network.yaml --dry-run
   carrier provision apply -f network.yaml`,
 		Args: cobra.NoArgs,
@@ -194,7 +201,7 @@ The file uses the JSON field names of the objects:
 		},
 	}
 	nats.addFlags(cmd)
-	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML file of accounts, trunks and gateways")
+	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML file of accounts, trunks, gateways and routes")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check the file and say what would change, without changing anything")
 	return cmd
 }

@@ -68,6 +68,7 @@ names as keys).`,
 		newGatewayCmd(a),
 		newProvisionCmd(a),
 		newRatesCmd(a),
+		newRouteCmd(a),
 	)
 	return root
 }
