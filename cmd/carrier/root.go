@@ -69,6 +69,8 @@ names as keys).`,
 		newProvisionCmd(a),
 		newRatesCmd(a),
 		newRouteCmd(a),
+		newAccountCmd(a),
+		newBalanceCmd(a),
 	)
 	return root
 }
