@@ -12,7 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/carrier-core/carrier/eventlog"
 	"github.com/carrier-core/carrier/rating"
+	"github.com/carrier-core/carrier/schema"
 )
 
 func newRatesCmd(a *app) *cobra.Command {
@@ -25,7 +27,7 @@ it without a restart. lookup and quote read a stored plan (--plan) or a local
 file (--deck) so a file can be checked before it is imported.`,
 	}
 	cmd.AddCommand(newRatesImportCmd(a), newRatesListCmd(a), newRatesShowCmd(a), newRatesExportCmd(a), newRatesDeleteCmd(a),
-		newRatesLookupCmd(a), newRatesQuoteCmd(a))
+		newRatesLookupCmd(a), newRatesQuoteCmd(a), newRatesRerateCmd(a))
 	return cmd
 }
 
@@ -548,3 +550,103 @@ func quoteTable(q rating.Quote) table {
 	}
 	return t
 }
+
+func newRatesRerateCmd(a *app) *cobra.Command {
+	var (
+		ns       natsSettings
+		node     nodeSettings
+		from, to string
+		account  string
+		format   string
+	)
+	cmd := &cobra.Command{
+		Use:   "rerate --from TIME --to TIME [--account ID]",
+		Short: "Reprice a period with the current decks and publish the differences as corrections",
+		Long: `Reads the rated CDRs of the calls answered from --from (inclusive) to --to
+(exclusive), prices each again with the rate plans and accounts as they are
+now, and publishes a correction (call.rated with a run number, the rating it
+replaces and sell_delta) for every call whose price changed; the ledger
+applies the deltas. Calls the current decks cannot price keep their price.
+Run it again and it finds nothing left to correct.`,
+		Example: `  carrier rates rerate --from 2026-11-01 --to 2026-12-01
+  carrier rates rerate --from 2026-11-23T00:00:00Z --to 2026-11-24T00:00:00Z --account acme -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if from == "" || to == "" {
+				return errors.New("--from and --to are required: the period of answer times to reprice")
+			}
+			cfg := rating.RerateConfig{Account: account, Run: uint64(time.Now().UnixMilli())}
+			var err error
+			if cfg.From, err = parseTime(from); err != nil {
+				return fmt.Errorf("--from: %w", err)
+			}
+			if cfg.To, err = parseTime(to); err != nil {
+				return fmt.Errorf("--to: %w", err)
+			}
+			if !cfg.To.After(cfg.From) {
+				return fmt.Errorf("--to %s is not after --from %s", to, from)
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel() // stops following the rate plans
+			js, closeNC, err := connect(a.log, ns.url, "carrier rates rerate")
+			if err != nil {
+				return err
+			}
+			defer closeNC()
+			ps, err := eventlog.OpenProvisionStore(ctx, js, a.log)
+			if err != nil {
+				return err
+			}
+			snapshot, err := ps.Load(ctx)
+			if err != nil {
+				return err
+			}
+			store, err := rating.NewStore(ctx, js)
+			if err != nil {
+				return err
+			}
+			book, err := store.Follow(ctx, a.log)
+			if err != nil {
+				return err
+			}
+			r, err := rating.NewRater(js, rating.RaterConfig{Book: book, Store: store, Accounts: fixedProvisioning{snapshot}, Node: node.node, Logger: a.log})
+			if err != nil {
+				return err
+			}
+			last := time.Now()
+			cfg.Progress = func(read int) {
+				if time.Since(last) >= time.Second {
+					last = time.Now()
+					fmt.Fprintf(a.errOut, "rerate: %d rated CDRs read\n", read)
+				}
+			}
+			sum, err := r.Rerate(ctx, cfg)
+			if err != nil {
+				return fmt.Errorf("rerate run %d stopped after %d corrections (run it again: corrected calls are not corrected twice): %w", cfg.Run, sum.Corrected, err)
+			}
+			t := table{
+				header: []string{"RUN", "READ", "CALLS", "UNCHANGED", "CORRECTED", "UNPRICED", "SELL DELTA"},
+				records: struct {
+					Run uint64 `json:"run"`
+					rating.RerateSummary
+				}{cfg.Run, sum},
+				rows: [][]string{{strconv.FormatUint(cfg.Run, 10), strconv.Itoa(sum.Read), strconv.Itoa(sum.Calls), strconv.Itoa(sum.Unchanged),
+					strconv.Itoa(sum.Corrected), strconv.Itoa(sum.Unpriced), sum.SellDelta.String()}},
+			}
+			return writeTable(a.out, format, t)
+		},
+	}
+	ns.addFlags(cmd)
+	node.addFlags(cmd)
+	cmd.Flags().StringVar(&from, "from", "", "first answer time to reprice (RFC 3339 or date, UTC), inclusive")
+	cmd.Flags().StringVar(&to, "to", "", "answer time to stop at, exclusive")
+	cmd.Flags().StringVar(&account, "account", "", "reprice only this account's calls")
+	addOutputFlag(cmd, &format)
+	return cmd
+}
+
+// fixedProvisioning is provisioning read once, for a command that runs
+// to its end on one view of the accounts.
+type fixedProvisioning struct{ p *schema.Provisioning }
+
+func (f fixedProvisioning) Snapshot() *schema.Provisioning { return f.p }

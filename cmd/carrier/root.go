@@ -69,6 +69,7 @@ names as keys).`,
 		newProvisionCmd(a),
 		newRatesCmd(a),
 		newRouteCmd(a),
+		newRaterCmd(a),
 		newAccountCmd(a),
 		newBalanceCmd(a),
 	)
