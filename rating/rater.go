@@ -170,7 +170,10 @@ func (r *Rater) handle(ctx context.Context, batch []eventlog.Msg) error {
 		r.m.cdrs.WithLabelValues(string(rc.Status)).Inc()
 		if rc.Status == schema.StatusUnrated {
 			r.m.unrated.WithLabelValues(rc.Reason).Inc()
-			r.log.Warn("CDR not rated", "cdr", c.ID, "account", c.Account, "callee", callee(c), "reason", rc.Reason, "detail", rc.Detail)
+			// Per call at debug: carrier_rater_unrated_total{reason}
+			// is what an operator watches; at thousands of calls a
+			// second a line each would drown the log.
+			r.log.Debug("CDR not rated", "cdr", c.ID, "account", c.Account, "callee", callee(c), "reason", rc.Reason, "detail", rc.Detail)
 		}
 	}
 	return nil

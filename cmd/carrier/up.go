@@ -21,7 +21,7 @@ func newUpCmd(a *app) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Run everything in one process: embedded JetStream, proxy, correlator and (with --clickhouse) the analytics sink",
+		Short: "Run everything in one process: embedded JetStream, proxy, correlator, rater and (with --clickhouse) the analytics sink",
 		Example: `  carrier up
   carrier up --sip-listen 0.0.0.0:5060 --gateway 203.0.113.10:5060 --clickhouse 127.0.0.1:9000`,
 		Args: cobra.NoArgs,
@@ -57,6 +57,7 @@ func newUpCmd(a *app) *cobra.Command {
 			components := []component{
 				{"proxy", func(ctx context.Context) error { return runProxy(ctx, a.log, js, reg, node.node, listeners, px) }},
 				{"correlator", func(ctx context.Context) error { return runCorrelator(ctx, a.log, js, reg, node.node) }},
+				{"rater", func(ctx context.Context) error { return runRater(ctx, a.log, js, reg, node.node) }},
 				{"metrics", func(ctx context.Context) error { return serveMetrics(ctx, a.log, metrics.listen, reg) }},
 			}
 			analyticsLine := "off (set --clickhouse to load CDRs into ClickHouse)"
@@ -72,6 +73,7 @@ func newUpCmd(a *app) *cobra.Command {
 			fmt.Fprintf(a.out, "  jetstream   %s (data in %s)\n", srv.ClientURL(), storeDir)
 			fmt.Fprintf(a.out, "  proxy       %s -> gateway %s (spool %s)\n", describeListeners(listeners), px.gateway, px.spoolDir)
 			fmt.Fprintf(a.out, "  correlator  stream SIP -> stream CDR\n")
+			fmt.Fprintf(a.out, "  rater       finished CDRs -> rated CDRs (plans: carrier rates import)\n")
 			fmt.Fprintf(a.out, "  analytics   %s\n", analyticsLine)
 			fmt.Fprintf(a.out, "  metrics     %s\n", metricsLine)
 			fmt.Fprintf(a.out, "Press Ctrl-C to stop.\n")
