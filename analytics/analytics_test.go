@@ -156,6 +156,7 @@ func TestClickHouseRedeliveryCountsOnce(t *testing.T) {
 	first := runSink(t, js, conn, analytics.SinkConfig{MaxBatch: 64})
 	waitCDRs(t, conn, n)
 	waitTransactions(t, conn, n)
+	waitHourlyCalls(t, conn, n)
 	if err := first.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -185,6 +186,9 @@ func TestClickHouseRedeliveryCountsOnce(t *testing.T) {
 	}
 	if count != n || txCount != n {
 		t.Fatalf("after redelivery: %d CDRs and %d transactions, want %d each", count, txCount, n)
+	}
+	if calls := hourlyCalls(t, conn); calls != n {
+		t.Fatalf("after redelivery the hourly aggregates count %d calls, want %d", calls, n)
 	}
 	listed, err := analytics.ListCDRs(ctx, conn, db, analytics.CDRFilter{})
 	if err != nil {
@@ -232,6 +236,7 @@ func TestClickHouseOutageLosesAndDoublesNothing(t *testing.T) {
 
 	waitCDRs(t, conn, uint64(len(cdrs)))
 	waitTransactions(t, conn, uint64(len(txs)))
+	waitHourlyCalls(t, conn, int64(len(cdrs)))
 	if err := sink.stop(); err != nil {
 		t.Fatal(err)
 	}

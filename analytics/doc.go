@@ -12,5 +12,11 @@
 // redelivered or replayed event folds into the row it repeats, and a CDR
 // written again with a higher version (rated, rerated) replaces the earlier
 // one. Folding happens in background merges, so every query reads with
-// FINAL.
+// FINAL, and tests columns outside the sorting key only after FINAL
+// folded the versions (see CDRFilter).
+//
+// The queries: ListCDRs and EachCDR (streaming, for exports) select CDRs by
+// a CDRFilter, CDRsOfCall and TransactionsOfCall look up one call, and
+// Report groups calls by destination, account, supplier or gateway with
+// the sums behind ASR, ACD, PDD and minutes, computed by ClickHouse.
 package analytics

@@ -7,9 +7,10 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
-// InsertCDRs writes CDRs to the cdrs table in one batch. Writing a CDR
-// again is harmless: the row with the highest version (the last written
-// among equal ones) is the one queries see.
+// InsertCDRs writes CDRs to the cdrs table in one batch, then brings the
+// hourly aggregates up to date. Writing a CDR again is harmless: the row
+// with the highest version (the last written among equal ones) is the one
+// queries and aggregates see. On an error, write the batch again.
 func InsertCDRs(ctx context.Context, conn driver.Conn, database string, recs []CDRRecord) error {
 	if len(recs) == 0 {
 		return nil
@@ -18,9 +19,13 @@ func InsertCDRs(ctx context.Context, conn driver.Conn, database string, recs []C
 		return err
 	}
 	var row cdrRow
-	return insert(ctx, conn, database, TableCDRs, row.fields(), len(recs), func(i int) {
+	err := insert(ctx, conn, database, TableCDRs, row.fields(), len(recs), func(i int) {
 		row = fromCDR(recs[i])
 	})
+	if err != nil {
+		return err
+	}
+	return countCDRs(ctx, conn, database, recs)
 }
 
 // InsertTransactions writes transaction events to the sip_transactions

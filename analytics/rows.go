@@ -67,6 +67,8 @@ func values(fs []field) ([]any, error) {
 		switch p := f.ptr.(type) {
 		case *string:
 			vs[i] = *p
+		case *int8:
+			vs[i] = *p
 		case *uint8:
 			vs[i] = *p
 		case *uint16:

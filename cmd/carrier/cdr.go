@@ -16,31 +16,36 @@ func newCDRCmd(a *app) *cobra.Command {
 		Use:   "cdr",
 		Short: "Query CDRs in ClickHouse, or rebuild them from the log",
 	}
-	cmd.AddCommand(newCDRListCmd(a), newCDRRebuildCmd(a))
+	cmd.AddCommand(newCDRListCmd(a), newCDRShowCmd(a), newCDRExportCmd(a), newCDRRebuildCmd(a))
 	return cmd
 }
 
 func newCDRListCmd(a *app) *cobra.Command {
 	var (
-		ch       clickhouseSettings
-		from, to string
-		since    time.Duration
-		account  string
-		limit    int
-		format   string
+		ch     clickhouseSettings
+		flt    cdrFilterFlags
+		limit  int
+		format string
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List CDRs in a time range (by INVITE time), newest last",
+		Long: `Lists the CDRs whose INVITE falls in the range and that match every filter
+given, each once in its latest version (rated, rerated).`,
 		Example: `  carrier cdr list --since 1h
-  carrier cdr list --from 2026-11-01 --to 2026-11-02 --account acme --output csv`,
+  carrier cdr list --from 2026-11-01 --to 2026-11-02 --account acme --output csv
+  carrier cdr list --callee 44 --disposition busy,no-answer --gateway gw-b1
+  carrier cdr list --supplier sup-alpha --min-duration 10m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f := analytics.CDRFilter{Account: account, Limit: limit}
-			var err error
-			if f.From, f.To, err = timeRange(from, to, since, time.Now()); err != nil {
+			f, err := flt.filter(time.Now())
+			if err != nil {
 				return err
 			}
+			if limit < 0 {
+				return fmt.Errorf("--limit %d is negative (0 lists all)", limit)
+			}
+			f.Limit = limit
 			conn, err := analytics.Open(cmd.Context(), ch.addr, ch.database)
 			if err != nil {
 				return err
@@ -54,11 +59,8 @@ func newCDRListCmd(a *app) *cobra.Command {
 		},
 	}
 	ch.addFlags(cmd, "127.0.0.1:9000")
-	cmd.Flags().StringVar(&from, "from", "", "start of the range: RFC 3339 time or YYYY-MM-DD (UTC)")
-	cmd.Flags().StringVar(&to, "to", "", "end of the range, exclusive (default now)")
-	cmd.Flags().DurationVar(&since, "since", 24*time.Hour, "range ending now, when --from is not given")
-	cmd.Flags().StringVar(&account, "account", "", "only this account")
-	cmd.Flags().IntVar(&limit, "limit", 1000, "at most this many CDRs")
+	flt.addFlags(cmd)
+	cmd.Flags().IntVar(&limit, "limit", 1000, "at most this many CDRs (0: all; for many, cdr export streams)")
 	addOutputFlag(cmd, &format)
 	return cmd
 }

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/carrier-core/carrier/analytics"
+)
+
+func newReportCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "report",
+		Short: "Traffic and ASR reports computed by ClickHouse over the CDRs",
+		Long: `Reports group the CDRs of a time range (by INVITE time) that match the
+filters of cdr list, each in its latest version, by destination, account,
+supplier or gateway.
+
+A call is one CDR, however many gateways it tried; it is accounted on the
+gateway and supplier that answered it, or else on the last one tried.
+The destination is the first --digits digits of the callee's E.164
+number until rated CDRs carry the destination their rate matched.
+
+--hourly reads the hourly aggregates ClickHouse keeps as CDRs are written
+(each CDR counted once, in its latest version) instead of the CDRs.`,
+	}
+	cmd.AddCommand(
+		newReportKindCmd(a, "traffic", "Calls, answered calls and minutes",
+			[]string{"CALLS", "ANSWERED", "MINUTES", "BILLABLE MIN"},
+			func(r analytics.ReportRow) []string {
+				return []string{u64(r.Calls), u64(r.Answered), minutes(r.DurationMs), minutes(r.BillableSec * 1000)}
+			}),
+		newReportKindCmd(a, "asr", "Answer-seizure ratio, average call duration and post-dial delay",
+			[]string{"CALLS", "ANSWERED", "ASR %", "ACD", "PDD"},
+			func(r analytics.ReportRow) []string {
+				return []string{u64(r.Calls), u64(r.Answered), strconv.FormatFloat(100*r.ASR(), 'f', 1, 64),
+					r.ACD().Round(time.Second).String(), r.PDD().Round(100 * time.Millisecond).String()}
+			}),
+	)
+	return cmd
+}
+
+func u64(v uint64) string { return strconv.FormatUint(v, 10) }
+
+func minutes(ms int64) string { return strconv.FormatFloat(float64(ms)/60000, 'f', 1, 64) }
+
+// reportJSON is a report row for scripts: the sums, and the ratios worked
+// out from them.
+type reportJSON struct {
+	analytics.ReportRow
+	ASR        float64 `json:"asr"`
+	ACDSeconds float64 `json:"acd_s"`
+	PDDSeconds float64 `json:"pdd_s"`
+	Minutes    float64 `json:"minutes"`
+}
+
+func newReportKindCmd(a *app, kind, short string, header []string, cells func(analytics.ReportRow) []string) *cobra.Command {
+	var (
+		ch     clickhouseSettings
+		flt    cdrFilterFlags
+		by     string
+		digits int
+		hourly bool
+		format string
+	)
+	cmd := &cobra.Command{
+		Use:   kind,
+		Short: short,
+		Example: fmt.Sprintf(`  carrier report %[1]s --by destination --from 2026-11-01 --to 2026-12-01
+  carrier report %[1]s --by supplier --since 1h --callee 44 --output csv
+  carrier report %[1]s --by account --from 2026-01-01 --to 2026-12-01 --hourly`, kind),
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := flt.filter(time.Now())
+			if err != nil {
+				return err
+			}
+			q := analytics.ReportQuery{Filter: f, By: analytics.ReportBy(by), Digits: digits}
+			conn, err := analytics.Open(cmd.Context(), ch.addr, ch.database)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			report := analytics.Report
+			if hourly {
+				// The aggregates hold whole hours: a range from "now"
+				// (the default) covers the hours started in it.
+				f.From, f.To = f.From.Truncate(time.Hour), f.To.Truncate(time.Hour)
+				if !f.From.Before(f.To) {
+					return fmt.Errorf("--hourly: the range holds no whole hour (%s to %s)", f.From.Format(time.RFC3339), f.To.Format(time.RFC3339))
+				}
+				q.Filter = f
+				report = analytics.HourlyReport
+			}
+			rows, err := report(cmd.Context(), conn, ch.database, q)
+			if errors.Is(err, analytics.ErrBadReport) {
+				return fmt.Errorf("--by %s --digits %d --hourly=%t: %w", by, digits, hourly, err)
+			}
+			if err != nil {
+				return err
+			}
+			return writeTable(a.out, format, reportTable(by, header, cells, rows, format == "table" || format == ""))
+		},
+	}
+	ch.addFlags(cmd, "127.0.0.1:9000")
+	flt.addFlags(cmd)
+	cmd.Flags().StringVar(&by, "by", string(analytics.ByDestination), "group by destination, account, supplier or gateway")
+	cmd.Flags().IntVar(&digits, "digits", analytics.DefaultDestinationDigits, "--by destination: digits of the callee's E.164 number that make a destination")
+	cmd.Flags().BoolVar(&hourly, "hourly", false, "read the hourly aggregates instead of the CDRs: faster over months; the range is cut to whole hours (UTC), no other filters, at most 4 destination digits")
+	addOutputFlag(cmd, &format)
+	return cmd
+}
+
+// reportTable lays out a report; a table for people ends with the total
+// of all groups, which scripts (CSV, JSON) can add up themselves.
+func reportTable(by string, header []string, cells func(analytics.ReportRow) []string, rows []analytics.ReportRow, total bool) table {
+	t := table{header: append([]string{byHeader(by)}, header...)}
+	recs := []reportJSON{}
+	var sum analytics.ReportRow
+	for _, r := range rows {
+		key := r.Key
+		if key == "" {
+			key = "(none)"
+		}
+		t.rows = append(t.rows, append([]string{key}, cells(r)...))
+		recs = append(recs, reportJSON{ReportRow: r, ASR: r.ASR(), ACDSeconds: r.ACD().Seconds(), PDDSeconds: r.PDD().Seconds(), Minutes: r.Minutes()})
+		sum.Calls += r.Calls
+		sum.Answered += r.Answered
+		sum.DurationMs += r.DurationMs
+		sum.BillableSec += r.BillableSec
+		sum.PDDMs += r.PDDMs
+		sum.PDDCalls += r.PDDCalls
+	}
+	if total && len(rows) > 1 {
+		t.rows = append(t.rows, append([]string{"TOTAL"}, cells(sum)...))
+	}
+	t.records = recs
+	return t
+}
+
+func byHeader(by string) string {
+	switch analytics.ReportBy(by) {
+	case analytics.ByDestination:
+		return "DESTINATION"
+	case analytics.ByAccount:
+		return "ACCOUNT"
+	case analytics.BySupplier:
+		return "SUPPLIER"
+	default:
+		return "GATEWAY"
+	}
+}
