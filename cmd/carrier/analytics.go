@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/carrier-core/carrier/analytics"
@@ -30,20 +32,11 @@ func newAnalyticsSinkCmd(a *app) *cobra.Command {
 		Short: "Run the ClickHouse sink: transactions and CDRs from the log, in batches, acked only once stored",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			js, closeConn, err := connect(a.log, nats.url, "carrier-analytics")
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			if err := ensureStreams(cmd.Context(), a.log, js); err != nil {
-				return err
-			}
-			reg := newRegistry()
-			fmt.Fprintf(a.out, "carrier analytics sink: streams SIP and CDR on %s -> ClickHouse %s, database %s\n", nats.url, ch.addr, ch.database)
-			return runComponents(cmd.Context(), a.log,
-				component{"analytics", func(ctx context.Context) error { return runSink(ctx, a.log, js, reg, ch) }},
-				component{"metrics", func(ctx context.Context) error { return serveMetrics(ctx, a.log, metrics.listen, reg) }},
-			)
+			return runConsumerProcess(cmd.Context(), a, nats.url, "analytics", metrics.listen,
+				fmt.Sprintf("carrier analytics sink: streams SIP and CDR on %s -> ClickHouse %s, database %s", nats.url, ch.addr, ch.database),
+				func(ctx context.Context, js jetstream.JetStream, reg prometheus.Registerer) error {
+					return runSink(ctx, a.log, js, reg, ch)
+				})
 		},
 	}
 	nats.addFlags(cmd)

@@ -248,6 +248,27 @@ func runComponents(ctx context.Context, log *slog.Logger, cs ...component) error
 	return g.Wait()
 }
 
+// runConsumerProcess runs one consumer of the log as its own process:
+// it connects to NATS, makes sure the streams exist, says what it does,
+// then runs the consumer beside the metrics endpoint until ctx ends.
+func runConsumerProcess(ctx context.Context, a *app, natsURL, name, metricsAddr, banner string,
+	run func(ctx context.Context, js jetstream.JetStream, reg prometheus.Registerer) error) error {
+	js, closeConn, err := connect(a.log, natsURL, "carrier-"+name)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	if err := ensureStreams(ctx, a.log, js); err != nil {
+		return err
+	}
+	reg := newRegistry()
+	fmt.Fprintln(a.out, banner)
+	return runComponents(ctx, a.log,
+		component{name, func(ctx context.Context) error { return run(ctx, js, reg) }},
+		component{"metrics", func(ctx context.Context) error { return serveMetrics(ctx, a.log, metricsAddr, reg) }},
+	)
+}
+
 // connect dials NATS for a component process.
 func connect(log *slog.Logger, url, name string) (jetstream.JetStream, func(), error) {
 	nc, js, err := eventlog.Connect(url, name, log)

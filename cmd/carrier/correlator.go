@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 )
 
@@ -18,20 +20,11 @@ func newCorrelatorCmd(a *app) *cobra.Command {
 		Short: "Run the CDR correlator: SIP transactions from the log become calls and CDRs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			js, closeConn, err := connect(a.log, nats.url, "carrier-correlator-"+node.node)
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			if err := ensureStreams(cmd.Context(), a.log, js); err != nil {
-				return err
-			}
-			reg := newRegistry()
-			fmt.Fprintf(a.out, "carrier correlator: stream SIP -> stream CDR on %s\n", nats.url)
-			return runComponents(cmd.Context(), a.log,
-				component{"correlator", func(ctx context.Context) error { return runCorrelator(ctx, a.log, js, reg, node.node) }},
-				component{"metrics", func(ctx context.Context) error { return serveMetrics(ctx, a.log, metrics.listen, reg) }},
-			)
+			return runConsumerProcess(cmd.Context(), a, nats.url, "correlator", metrics.listen,
+				fmt.Sprintf("carrier correlator: stream SIP -> stream CDR on %s", nats.url),
+				func(ctx context.Context, js jetstream.JetStream, reg prometheus.Registerer) error {
+					return runCorrelator(ctx, a.log, js, reg, node.node)
+				})
 		},
 	}
 	nats.addFlags(cmd)

@@ -41,20 +41,11 @@ lost or counted twice. Rate plan imports and account changes take effect
 without a restart.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			js, closeConn, err := connect(a.log, nats.url, "carrier-rater-"+node.node)
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			if err := ensureStreams(cmd.Context(), a.log, js); err != nil {
-				return err
-			}
-			reg := newRegistry()
-			fmt.Fprintf(a.out, "carrier rater: stream CDR -> rated CDRs on %s\n", nats.url)
-			return runComponents(cmd.Context(), a.log,
-				component{"rater", func(ctx context.Context) error { return runRater(ctx, a.log, js, reg, node.node) }},
-				component{"metrics", func(ctx context.Context) error { return serveMetrics(ctx, a.log, metrics.listen, reg) }},
-			)
+			return runConsumerProcess(cmd.Context(), a, nats.url, "rater", metrics.listen,
+				fmt.Sprintf("carrier rater: stream CDR -> rated CDRs on %s", nats.url),
+				func(ctx context.Context, js jetstream.JetStream, reg prometheus.Registerer) error {
+					return runRater(ctx, a.log, js, reg, node.node)
+				})
 		},
 	}
 	nats.addFlags(cmd)
