@@ -67,6 +67,15 @@ func (s *proxySettings) addFlags(cmd *cobra.Command, defaultSpool string) {
 	cmd.Flags().StringSliceVar(&s.trunkCIDRs, "trunk-cidr", nil, "at start, create or update trunk \"local\" (account \"local\") with these sources, e.g. 127.0.0.1/32; it stays provisioned until \"carrier trunk rm local\". Without any trunk every call is refused")
 }
 
+// syncSettings bound what a power cut can cost the embedded server: JetStream
+// fsyncs its file storage on this interval (its own default is two
+// minutes, too long for the CDR and LEDGER streams, which are money).
+type syncSettings struct{ interval time.Duration }
+
+func (s *syncSettings) addFlags(cmd *cobra.Command) {
+	cmd.Flags().DurationVar(&s.interval, "sync-interval", time.Second, "how often JetStream fsyncs its store: what a power cut can cost on a single node")
+}
+
 type clickhouseSettings struct{ addr, database string }
 
 func (s *clickhouseSettings) addFlags(cmd *cobra.Command, addrDefault string) {

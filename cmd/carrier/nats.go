@@ -13,6 +13,7 @@ func newNATSCmd(a *app) *cobra.Command {
 		dataDir string
 		listen  string
 		monitor int
+		fsync   syncSettings
 	)
 	cmd := &cobra.Command{
 		Use:   "nats",
@@ -23,7 +24,7 @@ func newNATSCmd(a *app) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--listen %q: %w", listen, err)
 			}
-			srv, err := eventlog.StartServer(eventlog.ServerConfig{Host: host, Port: port, StoreDir: dataDir, MonitorPort: monitor})
+			srv, err := eventlog.StartServer(eventlog.ServerConfig{Host: host, Port: port, StoreDir: dataDir, MonitorPort: monitor, SyncInterval: fsync.interval})
 			if err != nil {
 				return err
 			}
@@ -44,5 +45,6 @@ func newNATSCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&dataDir, "data-dir", "./carrier-data/jetstream", "JetStream store directory")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:4222", "client address")
 	cmd.Flags().IntVar(&monitor, "monitor-port", 0, "HTTP monitoring port (/varz, /jsz); 0 is off")
+	fsync.addFlags(cmd)
 	return cmd
 }

@@ -18,6 +18,7 @@ func newUpCmd(a *app) *cobra.Command {
 		metrics    metricsSettings
 		px         proxySettings
 		ch         clickhouseSettings
+		fsync      syncSettings
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -36,7 +37,7 @@ func newUpCmd(a *app) *cobra.Command {
 				return fmt.Errorf("--nats-listen %q: %w", natsListen, err)
 			}
 			storeDir := filepath.Join(dataDir, "jetstream")
-			srv, err := eventlog.StartServer(eventlog.ServerConfig{Host: host, Port: port, StoreDir: storeDir})
+			srv, err := eventlog.StartServer(eventlog.ServerConfig{Host: host, Port: port, StoreDir: storeDir, SyncInterval: fsync.interval})
 			if err != nil {
 				return err
 			}
@@ -86,5 +87,6 @@ func newUpCmd(a *app) *cobra.Command {
 	metrics.addFlags(cmd, "127.0.0.1:9464")
 	px.addFlags(cmd, "")
 	ch.addFlags(cmd, "")
+	fsync.addFlags(cmd)
 	return cmd
 }
