@@ -38,7 +38,9 @@ type sipRig struct {
 	callee *phone
 }
 
-func startSIPRig(t *testing.T, cfg Config) *sipRig {
+// startSIPRig starts the rig; tune, when given, adjusts the proxy's
+// configuration (its provisioning, timers) before it starts.
+func startSIPRig(t *testing.T, cfg Config, tune ...func(*proxy.Config)) *sipRig {
 	t.Helper()
 	srv := testkit.StartNATS(t)
 	_, js := srv.Connect()
@@ -56,14 +58,18 @@ func startSIPRig(t *testing.T, cfg Config) *sipRig {
 	})
 	rig := &sipRig{js: js, callee: newPhone(t, "callee"), caller: newPhone(t, "caller")}
 	rig.proxy = net.JoinHostPort("127.0.0.1", strconv.Itoa(testkit.FreePort(t)))
-	p, err := proxy.New(proxy.Config{
+	pcfg := proxy.Config{
 		Node:      "proxy-sip",
 		Listeners: []proxy.Listener{{Transport: "udp", Addr: rig.proxy}},
 		Gateway:   rig.callee.addr,
 		// The phones call from 127.0.0.1 on trunk "local" of account "acme".
 		Provisioning: proxy.FixedProvisioning(localProvisioning()),
 		Logger:       quiet,
-	}, pub)
+	}
+	for _, f := range tune {
+		f(&pcfg)
+	}
+	p, err := proxy.New(pcfg, pub)
 	if err != nil {
 		t.Fatal(err)
 	}
