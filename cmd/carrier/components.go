@@ -55,7 +55,10 @@ type proxySettings struct {
 	gateway    string
 	spoolDir   string
 	trunkCIDRs []string
-	health     proxy.Health
+	// trunkCurrency is the currency of account "local" that --trunk-cidr
+	// creates.
+	trunkCurrency string
+	health        proxy.Health
 }
 
 func (s *proxySettings) addFlags(cmd *cobra.Command, defaultSpool string) {
@@ -64,6 +67,7 @@ func (s *proxySettings) addFlags(cmd *cobra.Command, defaultSpool string) {
 	cmd.Flags().StringVar(&s.spoolDir, "spool-dir", defaultSpool, "where events wait while JetStream is unreachable")
 	cmd.Flags().DurationVar(&s.health.HoldDown, "gateway-hold-down", 30*time.Second, "how long a gateway that answered 503 or did not answer is tried only after the route's others (negative: never held down)")
 	cmd.Flags().DurationVar(&s.health.ProbeInterval, "gateway-probe-interval", 0, "send OPTIONS to every provisioned gateway this often and route around those that do not answer (0: no probing)")
+	cmd.Flags().StringVar(&s.trunkCurrency, "trunk-currency", "USD", "ISO 4217 currency of account \"local\" that --trunk-cidr creates (wholesale voice is mostly priced in USD)")
 	cmd.Flags().StringSliceVar(&s.trunkCIDRs, "trunk-cidr", nil, "at start, create or update trunk \"local\" (account \"local\") with these sources, e.g. 127.0.0.1/32; it stays provisioned until \"carrier trunk rm local\". Without any trunk every call is refused")
 }
 
@@ -144,7 +148,7 @@ func runProxy(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg
 		return fmt.Errorf("proxy: %w", err)
 	}
 	if len(s.trunkCIDRs) > 0 {
-		if err := provisionLocalTrunk(ctx, log, store, s.trunkCIDRs); err != nil {
+		if err := provisionLocalTrunk(ctx, log, store, s.trunkCIDRs, s.trunkCurrency); err != nil {
 			return fmt.Errorf("proxy: --trunk-cidr: %w", err)
 		}
 	}

@@ -61,17 +61,16 @@ func waitProvisionStore(ctx context.Context, log *slog.Logger, js jetstream.JetS
 }
 
 // Local trunk of --trunk-cidr: for a laptop or a lab, where the callers
-// are known addresses and there is no account to bill yet. XXX is ISO
-// 4217's "no currency".
+// are known addresses and one account, in --trunk-currency, takes their
+// calls.
 const (
-	localTrunk    = "local"
-	localAccount  = "local"
-	localCurrency = "XXX"
+	localTrunk   = "local"
+	localAccount = "local"
 )
 
 // provisionLocalTrunk puts trunk "local" of account "local" with the given
 // sources, as --trunk-cidr asks, and says so in the log.
-func provisionLocalTrunk(ctx context.Context, log *slog.Logger, s *eventlog.ProvisionStore, cidrs []string) error {
+func provisionLocalTrunk(ctx context.Context, log *slog.Logger, s *eventlog.ProvisionStore, cidrs []string, currency string) error {
 	t := schema.Trunk{ID: localTrunk, Name: "from --trunk-cidr", Account: localAccount}
 	for _, c := range cidrs {
 		src, err := schema.ParseSource(c)
@@ -80,7 +79,7 @@ func provisionLocalTrunk(ctx context.Context, log *slog.Logger, s *eventlog.Prov
 		}
 		t.Sources = append(t.Sources, src)
 	}
-	set := schema.ProvisionSet{Accounts: []schema.Account{{ID: localAccount, Name: "from --trunk-cidr", Currency: localCurrency}}, Trunks: []schema.Trunk{t}}
+	set := schema.ProvisionSet{Accounts: []schema.Account{{ID: localAccount, Name: "from --trunk-cidr", Currency: currency}}, Trunks: []schema.Trunk{t}}
 	applied, err := s.Apply(ctx, set)
 	if err != nil {
 		return err
