@@ -21,7 +21,12 @@ to the first provisioned gateway by id, and to the proxies' --gateway
 address while none is provisioned. Changes reach the running proxies within
 a second.`,
 	}
-	cmd.AddCommand(newGatewayAddCmd(a), newGatewayListCmd(a), newGatewayShowCmd(a), newGatewayRmCmd(a))
+	cmd.AddCommand(
+		newGatewayAddCmd(a),
+		newProvisionListCmd(a, "gateways", (*eventlog.ProvisionStore).Gateways, gatewayTable),
+		newGatewayShowCmd(a),
+		newProvisionRmCmd(a, "gateway", "Remove a gateway that no route uses", (*eventlog.ProvisionStore).Gateways, gatewayUnused),
+	)
 	return cmd
 }
 
@@ -57,30 +62,6 @@ func newGatewayAddCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func newGatewayListCmd(a *app) *cobra.Command {
-	var (
-		nats   natsSettings
-		format string
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the gateways",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				gws, err := s.Gateways().List(ctx)
-				if err != nil {
-					return err
-				}
-				return writeTable(a.out, format, gatewayTable(gws))
-			})
-		},
-	}
-	nats.addFlags(cmd)
-	addOutputFlag(cmd, &format)
-	return cmd
-}
-
 func newGatewayShowCmd(a *app) *cobra.Command {
 	var (
 		nats   natsSettings
@@ -109,33 +90,6 @@ func newGatewayShowCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func newGatewayRmCmd(a *app) *cobra.Command {
-	var nats natsSettings
-	cmd := &cobra.Command{
-		Use:   "rm ID",
-		Short: "Remove a gateway",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				cur, err := s.Load(ctx)
-				if err != nil {
-					return err
-				}
-				if used := cur.RoutesUsing(args[0]); len(used) > 0 {
-					return fmt.Errorf("gateway %s is used by route %s: change or remove the routes first (carrier route add|rm)", args[0], strings.Join(used, ", "))
-				}
-				if err := s.Gateways().Delete(ctx, args[0]); err != nil {
-					return notProvisioned(err, "gateway")
-				}
-				fmt.Fprintf(a.out, "gateway %s removed\n", args[0])
-				return nil
-			})
-		},
-	}
-	nats.addFlags(cmd)
-	return cmd
-}
-
 func gatewayTable(gws []schema.Gateway) table {
 	t := table{header: []string{"ID", "ADDRESS", "TRANSPORT"}, records: gws}
 	if gws == nil {
@@ -145,4 +99,16 @@ func gatewayTable(gws []schema.Gateway) table {
 		t.rows = append(t.rows, []string{g.ID, g.Address, g.TransportOrDefault()})
 	}
 	return t
+}
+
+// gatewayUnused refuses to remove a gateway that routes still name.
+func gatewayUnused(ctx context.Context, s *eventlog.ProvisionStore, id string) error {
+	cur, err := s.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if used := cur.RoutesUsing(id); len(used) > 0 {
+		return fmt.Errorf("gateway %s is used by route %s: change or remove the routes first (carrier route add|rm)", id, strings.Join(used, ", "))
+	}
+	return nil
 }

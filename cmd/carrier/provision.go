@@ -254,3 +254,57 @@ func readProvisionFile(path string) (schema.ProvisionSet, error) {
 	}
 	return set, nil
 }
+
+// newProvisionListCmd lists one kind of provisioned object; trunks,
+// gateways and routes differ only in their collection and their table.
+func newProvisionListCmd[T schema.Object](a *app, plural string, collection func(*eventlog.ProvisionStore) eventlog.Collection[T], render func([]T) table) *cobra.Command {
+	var (
+		nats   natsSettings
+		format string
+	)
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the " + plural,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
+				objs, err := collection(s).List(ctx)
+				if err != nil {
+					return err
+				}
+				return writeTable(a.out, format, render(objs))
+			})
+		},
+	}
+	nats.addFlags(cmd)
+	addOutputFlag(cmd, &format)
+	return cmd
+}
+
+// newProvisionRmCmd removes one provisioned object after check, when
+// given, allows it.
+func newProvisionRmCmd[T schema.Object](a *app, kind, short string, collection func(*eventlog.ProvisionStore) eventlog.Collection[T],
+	check func(ctx context.Context, s *eventlog.ProvisionStore, id string) error) *cobra.Command {
+	var nats natsSettings
+	cmd := &cobra.Command{
+		Use:   "rm ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
+				if check != nil {
+					if err := check(ctx, s, args[0]); err != nil {
+						return err
+					}
+				}
+				if err := collection(s).Delete(ctx, args[0]); err != nil {
+					return notProvisioned(err, kind)
+				}
+				fmt.Fprintf(a.out, "%s %s removed\n", kind, args[0])
+				return nil
+			})
+		},
+	}
+	nats.addFlags(cmd)
+	return cmd
+}

@@ -25,7 +25,12 @@ other 4xx go to the caller. When every gateway failed the caller gets 503.
 A call no route matches goes to the first provisioned gateway by id. Changes
 reach the running proxies within a second.`,
 	}
-	cmd.AddCommand(newRouteAddCmd(a), newRouteListCmd(a), newRouteShowCmd(a), newRouteRmCmd(a))
+	cmd.AddCommand(
+		newRouteAddCmd(a),
+		newProvisionListCmd(a, "routes", (*eventlog.ProvisionStore).Routes, routeTable),
+		newRouteShowCmd(a),
+		newProvisionRmCmd(a, "route", "Remove a route", (*eventlog.ProvisionStore).Routes, nil),
+	)
 	return cmd
 }
 
@@ -76,30 +81,6 @@ exist (carrier gateway add) and no other route may have the same prefix.`,
 	return cmd
 }
 
-func newRouteListCmd(a *app) *cobra.Command {
-	var (
-		nats   natsSettings
-		format string
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the routes",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				routes, err := s.Routes().List(ctx)
-				if err != nil {
-					return err
-				}
-				return writeTable(a.out, format, routeTable(routes))
-			})
-		},
-	}
-	nats.addFlags(cmd)
-	addOutputFlag(cmd, &format)
-	return cmd
-}
-
 func newRouteShowCmd(a *app) *cobra.Command {
 	var (
 		nats   natsSettings
@@ -129,26 +110,6 @@ func newRouteShowCmd(a *app) *cobra.Command {
 	}
 	nats.addFlags(cmd)
 	addOutputFlag(cmd, &format)
-	return cmd
-}
-
-func newRouteRmCmd(a *app) *cobra.Command {
-	var nats natsSettings
-	cmd := &cobra.Command{
-		Use:   "rm ID",
-		Short: "Remove a route",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				if err := s.Routes().Delete(ctx, args[0]); err != nil {
-					return notProvisioned(err, "route")
-				}
-				fmt.Fprintf(a.out, "route %s removed\n", args[0])
-				return nil
-			})
-		},
-	}
-	nats.addFlags(cmd)
 	return cmd
 }
 

@@ -21,7 +21,12 @@ func newTrunkCmd(a *app) *cobra.Command {
 transport) to an account. The proxy refuses calls from any other source with
 403. Changes reach the running proxies within a second.`,
 	}
-	cmd.AddCommand(newTrunkAddCmd(a), newTrunkListCmd(a), newTrunkShowCmd(a), newTrunkRmCmd(a))
+	cmd.AddCommand(
+		newTrunkAddCmd(a),
+		newProvisionListCmd(a, "trunks", (*eventlog.ProvisionStore).Trunks, trunkTable),
+		newTrunkShowCmd(a),
+		newProvisionRmCmd(a, "trunk", "Remove a trunk; its sources may no longer call", (*eventlog.ProvisionStore).Trunks, nil),
+	)
 	return cmd
 }
 
@@ -78,30 +83,6 @@ tcp:[2001:db8::/32]:5061. The account must exist (carrier provision apply).`,
 	return cmd
 }
 
-func newTrunkListCmd(a *app) *cobra.Command {
-	var (
-		nats   natsSettings
-		format string
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the trunks",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				trunks, err := s.Trunks().List(ctx)
-				if err != nil {
-					return err
-				}
-				return writeTable(a.out, format, trunkTable(trunks))
-			})
-		},
-	}
-	nats.addFlags(cmd)
-	addOutputFlag(cmd, &format)
-	return cmd
-}
-
 func newTrunkShowCmd(a *app) *cobra.Command {
 	var (
 		nats   natsSettings
@@ -129,26 +110,6 @@ func newTrunkShowCmd(a *app) *cobra.Command {
 	}
 	nats.addFlags(cmd)
 	addOutputFlag(cmd, &format)
-	return cmd
-}
-
-func newTrunkRmCmd(a *app) *cobra.Command {
-	var nats natsSettings
-	cmd := &cobra.Command{
-		Use:   "rm ID",
-		Short: "Remove a trunk; its sources may no longer call",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				if err := s.Trunks().Delete(ctx, args[0]); err != nil {
-					return notProvisioned(err, "trunk")
-				}
-				fmt.Fprintf(a.out, "trunk %s removed\n", args[0])
-				return nil
-			})
-		},
-	}
-	nats.addFlags(cmd)
 	return cmd
 }
 
