@@ -10,6 +10,7 @@ import (
 
 	"github.com/carrier-core/carrier/proxy"
 	"github.com/carrier-core/carrier/schema"
+	"github.com/carrier-core/carrier/tools/testkit"
 )
 
 // Real SIP through a route of several gateways: the proxy hunts over
@@ -85,7 +86,7 @@ func huntTimes(t *testing.T, c schema.CDR) {
 
 // inviteNote is the note of the proxy's event for the INVITE of a call.
 // Call it once the call's CDR is out: the event is on the log by then.
-func inviteNote(t *testing.T, r *sipRig, c *call) string {
+func inviteNote(t *testing.T, r *sipRig, c *testkit.SIPCall) string {
 	t.Helper()
 	for _, m := range sipBatch(t, r.js) {
 		if m.Envelope.Type != schema.TypeTransaction {
@@ -95,11 +96,11 @@ func inviteNote(t *testing.T, r *sipRig, c *call) string {
 		if err := m.Envelope.Decode(schema.TypeTransaction, schema.TransactionVersion, &tx); err != nil {
 			t.Fatal(err)
 		}
-		if tx.CallID == c.callID && tx.Method == "INVITE" && !tx.InDialog {
+		if tx.CallID == c.CallID && tx.Method == "INVITE" && !tx.InDialog {
 			return tx.Note
 		}
 	}
-	t.Fatalf("no INVITE event for call %s", c.callID)
+	t.Fatalf("no INVITE event for call %s", c.CallID)
 	return ""
 }
 
@@ -113,15 +114,15 @@ func TestSIPFailoverGolden(t *testing.T) {
 	}
 	for _, second := range []string{"500", "silent"} {
 		t.Run(second, func(t *testing.T) {
-			first, third := newPhone(t, "gw1"), newPhone(t, "gw3")
-			first.setUAS(first.reject(503, "Service Unavailable"))
+			first, third := testkit.NewSIPPhone(t, "gw1"), testkit.NewSIPPhone(t, "gw3")
+			first.SetUAS(first.Reject(503, "Service Unavailable"))
 			pickUp := make(chan struct{})
-			third.setUAS(third.answerWhen(true, pickUp))
+			third.SetUAS(third.AnswerWhen(true, pickUp))
 			var (
 				tune       func(*proxy.Config)
 				secondAddr string
 				secondTry  schema.Attempt
-				answering  *phone
+				answering  *testkit.SIPPhone
 			)
 			if second == "silent" {
 				secondAddr = silentGateway(t)
@@ -130,20 +131,20 @@ func TestSIPFailoverGolden(t *testing.T) {
 				tune = func(c *proxy.Config) { c.Timers.Response = time.Second }
 				secondTry = gwAttempt("g2", secondAddr, 408, "Request Timeout", 0, false)
 			} else {
-				answering = newPhone(t, "gw2")
-				answering.setUAS(answering.reject(500, "Server Internal Error"))
-				secondAddr = answering.addr
+				answering = testkit.NewSIPPhone(t, "gw2")
+				answering.SetUAS(answering.Reject(500, "Server Internal Error"))
+				secondAddr = answering.Addr
 				secondTry = gwAttempt("g2", secondAddr, 500, "Server Internal Error", 0, false)
 			}
-			rig := startHuntRig(t, tune, first.addr, secondAddr, third.addr)
+			rig := startHuntRig(t, tune, first.Addr, secondAddr, third.Addr)
 
-			c := rig.caller.invite(t, rig.proxy)
-			c.waitFor(180)
+			c := rig.caller.Invite(t, rig.proxy, "UDP", nil)
+			c.WaitFor(180)
 			close(pickUp)
-			c.waitFor(200)
-			c.ack()
-			third.waitRequest(t, sip.ACK, c.callID)
-			if res := c.bye(); res.StatusCode != 200 {
+			c.WaitFor(200)
+			c.Ack()
+			third.WaitRequest(t, sip.ACK, c.CallID, 1)
+			if res := c.Bye(); res.StatusCode != 200 {
 				t.Fatalf("BYE: %d", res.StatusCode)
 			}
 
@@ -154,30 +155,28 @@ func TestSIPFailoverGolden(t *testing.T) {
 			huntTimes(t, got)
 			want := rig.golden(c)
 			want.Attempts = []schema.Attempt{
-				gwAttempt("g1", first.addr, 503, "Service Unavailable", 0, false),
+				gwAttempt("g1", first.Addr, 503, "Service Unavailable", 0, false),
 				secondTry,
-				gwAttempt("g3", third.addr, 200, "OK", 0, true),
+				gwAttempt("g3", third.Addr, 200, "OK", 0, true),
 			}
 			want.Gateway = "g3"
 			want.Disposition, want.Status, want.Reason = schema.Answered, 200, "OK"
 			want.ProvisionalAt, want.AnswerAt = 1, 1
 			want.HangupBy, want.HangupReason = schema.HangupCaller, schema.EndNormal
 			assertCDR(t, typ, normalised(t, got, false), want)
-			for _, gw := range []*phone{first, answering} {
+			for _, gw := range []*testkit.SIPPhone{first, answering} {
 				if gw == nil {
 					continue
 				}
-				// A failed gateway had its INVITE (the ACK of its failure
-				// stays in sipgo's transaction) and nothing of the dialog,
-				// which was over at the third before its CDR came out.
-				gw.waitRequest(t, sip.INVITE, c.callID)
-				gw.mu.Lock()
-				for _, r := range gw.reqs {
+				// A failed gateway had its INVITE (and the ACK of its
+				// failure) and nothing of the dialog, which was over at
+				// the third before its CDR came out.
+				gw.WaitRequest(t, sip.INVITE, c.CallID, 1)
+				for _, r := range gw.Requests() {
 					if r.Method == sip.BYE {
-						t.Errorf("%s got the BYE", gw.name)
+						t.Errorf("%s got the BYE", gw.Name)
 					}
 				}
-				gw.mu.Unlock()
 			}
 		})
 	}
@@ -191,14 +190,14 @@ func TestSIPFailoverExhausted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real SIP through the proxy")
 	}
-	gws := []*phone{newPhone(t, "gw1"), newPhone(t, "gw2")}
-	rig := startHuntRig(t, nil, gws[0].addr, gws[1].addr)
-	gws[0].setUAS(gws[0].reject(503, "Service Unavailable"))
-	gws[1].setUAS(gws[1].reject(503, "Service Unavailable",
+	gws := []*testkit.SIPPhone{testkit.NewSIPPhone(t, "gw1"), testkit.NewSIPPhone(t, "gw2")}
+	rig := startHuntRig(t, nil, gws[0].Addr, gws[1].Addr)
+	gws[0].SetUAS(gws[0].Reject(503, "Service Unavailable"))
+	gws[1].SetUAS(gws[1].Reject(503, "Service Unavailable",
 		sip.NewHeader("Reason", `Q.850;cause=34;text="No circuit/channel available"`)))
 
-	c := rig.caller.invite(t, rig.proxy)
-	if res := c.waitFinal(); res.StatusCode != 503 {
+	c := rig.caller.Invite(t, rig.proxy, "UDP", nil)
+	if res := c.WaitFinal(); res.StatusCode != 503 {
 		t.Fatalf("final %d", res.StatusCode)
 	}
 
@@ -209,8 +208,8 @@ func TestSIPFailoverExhausted(t *testing.T) {
 	huntTimes(t, got)
 	want := rig.golden(c)
 	want.Attempts = []schema.Attempt{
-		gwAttempt("g1", gws[0].addr, 503, "Service Unavailable", 0, false),
-		gwAttempt("g2", gws[1].addr, 503, "Service Unavailable", 34, false),
+		gwAttempt("g1", gws[0].Addr, 503, "Service Unavailable", 0, false),
+		gwAttempt("g2", gws[1].Addr, 503, "Service Unavailable", 34, false),
 	}
 	want.Gateway = "g2"
 	// The caller's 503 is the proxy's own, without a Reason header: the

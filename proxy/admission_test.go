@@ -64,25 +64,25 @@ func TestAdmissionTable(t *testing.T) {
 // TestUnknownSourceForbidden: no trunk has the caller's address; the
 // proxy answers 403 itself and relays nothing.
 func TestUnknownSourceForbidden(t *testing.T) {
-	gw := newPhone(t, "gw")
-	h := startProxy(t, gw.addr, "udp", func(c *Config) {
+	gw := testkit.NewSIPPhone(t, "gw")
+	h := startProxy(t, gw.Addr, "udp", func(c *Config) {
 		c.Provisioning = FixedProvisioning(provisioning(schema.Trunk{ID: "elsewhere", Account: "acme", Sources: []schema.Source{{CIDR: "192.0.2.0/24"}}}))
 	})
-	alice := newPhone(t, "alice")
+	alice := testkit.NewSIPPhone(t, "alice")
 	for _, transport := range []string{"UDP", "TCP"} {
-		c := alice.invite(h.addr, transport, nil)
-		if res := c.waitFinal(); res.StatusCode != 403 {
+		c := alice.Invite(t, h.addr, transport, nil)
+		if res := c.WaitFinal(); res.StatusCode != 403 {
 			t.Fatalf("INVITE over %s from an unknown source answered %d, want 403", transport, res.StatusCode)
 		}
-		ev := h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx
+		ev := h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx
 		if ev.Status != 403 || ev.Note != "unknown_source" || ev.Account != "" || ev.Trunk != "" || ev.Destination != "" || len(ev.Attempts) != 0 {
 			t.Errorf("403 event %+v", ev)
 		}
-		if n := len(gw.received(c.callID)); n != 0 {
+		if n := len(gw.Received(c.CallID)); n != 0 {
 			t.Errorf("the gateway got %d requests of a refused call", n)
 		}
 	}
-	if res, _ := alice.options(h.addr, "UDP", nil); res.StatusCode != 403 {
+	if res, _ := alice.Options(t, h.addr, "UDP", nil); res.StatusCode != 403 {
 		t.Errorf("OPTIONS from an unknown source answered %d, want 403", res.StatusCode)
 	}
 	if got := metricValue(t, h, "carrier_sip_refused_total", "reason", "unknown_source"); got != 3 {
@@ -95,39 +95,39 @@ func TestUnknownSourceForbidden(t *testing.T) {
 // must follow the proxy's Route set, or the proxy would relay anything
 // anywhere for anyone.
 func TestInDialogFromUnknownSource(t *testing.T) {
-	gw := newPhone(t, "gw")
-	h := startProxy(t, gw.addr, "udp", func(c *Config) { c.Provisioning = nil })
-	alice := newPhone(t, "alice")
+	gw := testkit.NewSIPPhone(t, "gw")
+	h := startProxy(t, gw.Addr, "udp", func(c *Config) { c.Provisioning = nil })
+	alice := testkit.NewSIPPhone(t, "alice")
 	own := sip.Uri{Scheme: "sip", Host: h.host, Port: h.port, UriParams: sip.HeaderParams{{K: "lr", V: ""}}}
 	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "127.0.0.1"}, Params: sip.HeaderParams{{K: "tag", V: "f1"}}}
 	to := &sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "gw", Host: "127.0.0.1"}, Params: sip.HeaderParams{{K: "tag", V: "t1"}}}
-	target := sip.Uri{Scheme: "sip", User: "gw", Host: "127.0.0.1", Port: gw.port}
+	target := sip.Uri{Scheme: "sip", User: "gw", Host: "127.0.0.1", Port: gw.Port}
 
 	// Through the proxy's Route set, as a record-routed dialog's requests go.
-	bye := alice.dialogRequest(sip.BYE, target, []sip.Uri{own}, from, to, "routed@alice", 2, "UDP")
-	if res := alice.do(bye); res.StatusCode != 200 {
+	bye := alice.DialogRequest(sip.BYE, target, []sip.Uri{own}, from, to, "routed@alice", 2, "UDP")
+	if res := alice.Do(t, bye); res.StatusCode != 200 {
 		t.Fatalf("BYE along the proxy's Route answered %d, want the callee's 200", res.StatusCode)
 	}
-	gw.waitRequest(sip.BYE, "routed@alice", 1)
+	gw.WaitRequest(t, sip.BYE, "routed@alice", 1)
 
 	// Straight at the Request-URI: refused, not relayed.
-	bye = alice.dialogRequest(sip.BYE, target, nil, from, to, "unrouted@alice", 2, "UDP")
+	bye = alice.DialogRequest(sip.BYE, target, nil, from, to, "unrouted@alice", 2, "UDP")
 	bye.SetDestination(h.addr)
-	if res := alice.do(bye); res.StatusCode != 403 {
+	if res := alice.Do(t, bye); res.StatusCode != 403 {
 		t.Fatalf("BYE without the proxy's Route answered %d, want 403", res.StatusCode)
 	}
 	if ev := h.ev.wait(t, "BYE", of("unrouted@alice", sip.BYE)).tx; ev.Status != 403 || ev.Note != "not_record_routed" || ev.Destination != "" {
 		t.Errorf("event %+v", ev)
 	}
-	ack := alice.dialogRequest(sip.ACK, target, nil, from, to, "unrouted@alice", 1, "UDP")
+	ack := alice.DialogRequest(sip.ACK, target, nil, from, to, "unrouted@alice", 1, "UDP")
 	ack.SetDestination(h.addr)
-	if err := alice.cli.WriteRequest(ack, noBuild); err != nil {
+	if err := alice.Client.WriteRequest(ack, testkit.NoBuild); err != nil {
 		t.Fatal(err)
 	}
 	if ev := h.ev.wait(t, "ACK", of("unrouted@alice", sip.ACK)).tx; ev.Note != "not_record_routed" || ev.Destination != "" {
 		t.Errorf("ACK event %+v", ev)
 	}
-	if n := len(gw.received("unrouted@alice")); n != 0 {
+	if n := len(gw.Received("unrouted@alice")); n != 0 {
 		t.Errorf("the callee got %d requests the proxy should have refused", n)
 	}
 	if got := metricValue(t, h, "carrier_sip_refused_total", "reason", "not_record_routed"); got != 2 {
@@ -139,34 +139,34 @@ func TestInDialogFromUnknownSource(t *testing.T) {
 // its INVITE event names the trunk and its account; the most specific
 // source wins.
 func TestTrunkCallCarriesAccount(t *testing.T) {
-	gw := newPhone(t, "gw")
-	alice := newPhone(t, "alice")
-	h := startProxy(t, gw.addr, "udp", func(c *Config) {
+	gw := testkit.NewSIPPhone(t, "gw")
+	alice := testkit.NewSIPPhone(t, "alice")
+	h := startProxy(t, gw.Addr, "udp", func(c *Config) {
 		c.Provisioning = FixedProvisioning(provisioning(
 			schema.Trunk{ID: "loopback", Account: "lab", Sources: []schema.Source{{CIDR: "127.0.0.0/8"}}},
-			schema.Trunk{ID: "alice-udp", Account: "acme", Sources: []schema.Source{{CIDR: "127.0.0.1", Port: alice.port, Transport: "udp"}}},
+			schema.Trunk{ID: "alice-udp", Account: "acme", Sources: []schema.Source{{CIDR: "127.0.0.1", Port: alice.Port, Transport: "udp"}}},
 		))
 	})
 	for _, tc := range []struct{ transport, trunk, account string }{
 		{"UDP", "alice-udp", "acme"},
 		{"TCP", "loopback", "lab"}, // another transport, and a port of the connection's
 	} {
-		c := alice.invite(h.addr, tc.transport, nil)
-		if res := c.waitFinal(); res.StatusCode != 200 {
+		c := alice.Invite(t, h.addr, tc.transport, nil)
+		if res := c.WaitFinal(); res.StatusCode != 200 {
 			t.Fatalf("INVITE over %s answered %d", tc.transport, res.StatusCode)
 		}
-		c.ack()
-		if res := c.bye(); res.StatusCode != 200 {
+		c.Ack()
+		if res := c.Bye(); res.StatusCode != 200 {
 			t.Fatalf("BYE answered %d", res.StatusCode)
 		}
-		ev := h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx
+		ev := h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx
 		if ev.Account != tc.account || ev.Trunk != tc.trunk || ev.Status != 200 || ev.Note != "" {
 			t.Errorf("INVITE over %s: %+v, want account %q trunk %q", tc.transport, ev, tc.account, tc.trunk)
 		}
 		// The dialog's requests are not admitted again, and name no
 		// customer: either side may send them.
 		for _, m := range []sip.RequestMethod{sip.ACK, sip.BYE} {
-			if ev := h.ev.wait(t, string(m), of(c.callID, m)).tx; ev.Account != "" || ev.Trunk != "" {
+			if ev := h.ev.wait(t, string(m), of(c.CallID, m)).tx; ev.Account != "" || ev.Trunk != "" {
 				t.Errorf("%s event names account %q trunk %q", m, ev.Account, ev.Trunk)
 			}
 		}
@@ -177,25 +177,25 @@ func TestTrunkCallCarriesAccount(t *testing.T) {
 // refused from an untrusted trunk, and followed from a trusted one; a
 // Route naming only this proxy is fine from anyone admitted.
 func TestPreloadedRoute(t *testing.T) {
-	gw := newPhone(t, "gw")
-	elsewhere := newPhone(t, "elsewhere")
-	alice := newPhone(t, "alice")
+	gw := testkit.NewSIPPhone(t, "gw")
+	elsewhere := testkit.NewSIPPhone(t, "elsewhere")
+	alice := testkit.NewSIPPhone(t, "alice")
 	trusted := false
 	pv := func() *schema.Provisioning {
 		return provisioning(schema.Trunk{ID: "local", Account: "local", Trusted: trusted, Sources: []schema.Source{{CIDR: "127.0.0.1"}}})
 	}
-	h := startProxy(t, gw.addr, "udp", func(c *Config) { c.Provisioning = FixedProvisioning(pv()) })
+	h := startProxy(t, gw.Addr, "udp", func(c *Config) { c.Provisioning = FixedProvisioning(pv()) })
 	own := sip.Uri{Scheme: "sip", Host: h.host, Port: h.port, UriParams: sip.HeaderParams{{K: "lr", V: ""}}}
-	foreign := sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: elsewhere.port, UriParams: sip.HeaderParams{{K: "lr", V: ""}}}
+	foreign := sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: elsewhere.Port, UriParams: sip.HeaderParams{{K: "lr", V: ""}}}
 
-	c := alice.invite(h.addr, "UDP", func(r *sip.Request) { r.PrependHeader(&sip.RouteHeader{Address: foreign}) })
-	if res := c.waitFinal(); res.StatusCode != 403 {
+	c := alice.Invite(t, h.addr, "UDP", func(r *sip.Request) { r.PrependHeader(&sip.RouteHeader{Address: foreign}) })
+	if res := c.WaitFinal(); res.StatusCode != 403 {
 		t.Fatalf("preloaded Route from an untrusted trunk answered %d, want 403", res.StatusCode)
 	}
-	if ev := h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx; ev.Status != 403 || ev.Note != "preloaded_route" || ev.Trunk != "local" {
+	if ev := h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx; ev.Status != 403 || ev.Note != "preloaded_route" || ev.Trunk != "local" {
 		t.Errorf("event %+v", ev)
 	}
-	if n := len(elsewhere.received(c.callID)) + len(gw.received(c.callID)); n != 0 {
+	if n := len(elsewhere.Received(c.CallID)) + len(gw.Received(c.CallID)); n != 0 {
 		t.Errorf("a refused call was relayed (%d requests)", n)
 	}
 	if got := metricValue(t, h, "carrier_sip_refused_total", "reason", "preloaded_route"); got != 1 {
@@ -203,16 +203,16 @@ func TestPreloadedRoute(t *testing.T) {
 	}
 
 	// Our own Route on top (an outbound proxy setting) is no preload.
-	res, callID := alice.options(h.addr, "UDP", func(r *sip.Request) { r.PrependHeader(&sip.RouteHeader{Address: own}) })
+	res, callID := alice.Options(t, h.addr, "UDP", func(r *sip.Request) { r.PrependHeader(&sip.RouteHeader{Address: own}) })
 	if res.StatusCode != 200 {
 		t.Fatalf("OPTIONS with the proxy's own Route answered %d", res.StatusCode)
 	}
-	gw.waitRequest(sip.OPTIONS, callID, 1)
+	gw.WaitRequest(t, sip.OPTIONS, callID, 1)
 
 	// A trusted trunk's preloaded Route is followed.
 	trusted = true
-	ht := startProxy(t, gw.addr, "udp", func(c *Config) { c.Provisioning = FixedProvisioning(pv()) })
-	res, callID = alice.options(ht.addr, "UDP", func(r *sip.Request) {
+	ht := startProxy(t, gw.Addr, "udp", func(c *Config) { c.Provisioning = FixedProvisioning(pv()) })
+	res, callID = alice.Options(t, ht.addr, "UDP", func(r *sip.Request) {
 		// A Request-URI naming the proxy would read as strict routing.
 		r.Recipient = sip.Uri{Scheme: "sip", User: "15551234567", Host: "example.com"}
 		r.PrependHeader(&sip.RouteHeader{Address: foreign})
@@ -220,8 +220,8 @@ func TestPreloadedRoute(t *testing.T) {
 	if res.StatusCode != 200 {
 		t.Fatalf("preloaded Route from a trusted trunk answered %d", res.StatusCode)
 	}
-	elsewhere.waitRequest(sip.OPTIONS, callID, 1)
-	if n := len(gw.received(callID)); n != 0 {
+	elsewhere.WaitRequest(t, sip.OPTIONS, callID, 1)
+	if n := len(gw.Received(callID)); n != 0 {
 		t.Errorf("the default gateway got the request the Route sent elsewhere")
 	}
 }
@@ -244,13 +244,13 @@ func TestLiveProvisioning(t *testing.T) {
 	t.Cleanup(w.Stop)
 	<-w.Ready()
 
-	gw := newPhone(t, "gw")
-	gw2 := newPhone(t, "gw2")
-	h := startProxy(t, gw.addr, "udp", func(c *Config) { c.Provisioning = w })
-	alice := newPhone(t, "alice")
+	gw := testkit.NewSIPPhone(t, "gw")
+	gw2 := testkit.NewSIPPhone(t, "gw2")
+	h := startProxy(t, gw.Addr, "udp", func(c *Config) { c.Provisioning = w })
+	alice := testkit.NewSIPPhone(t, "alice")
 	status := func(want int) func() error {
 		return func() error {
-			res, _ := alice.options(h.addr, "UDP", nil)
+			res, _ := alice.Options(t, h.addr, "UDP", nil)
 			if res.StatusCode != want {
 				return fmt.Errorf("OPTIONS answered %d, want %d", res.StatusCode, want)
 			}
@@ -272,40 +272,40 @@ func TestLiveProvisioning(t *testing.T) {
 	if after := metricValue(t, h, "carrier_sip_provisioning_revision"); after <= before {
 		t.Errorf("carrier_sip_provisioning_revision %v after the change, %v before", after, before)
 	}
-	c := alice.invite(h.addr, "UDP", nil)
-	if res := c.waitFinal(); res.StatusCode != 200 {
+	c := alice.Invite(t, h.addr, "UDP", nil)
+	if res := c.WaitFinal(); res.StatusCode != 200 {
 		t.Fatalf("INVITE from the new trunk answered %d", res.StatusCode)
 	}
-	c.ack()
-	ev := h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx
-	if ev.Account != "acme" || ev.Trunk != "acme-pbx" || len(ev.Attempts) != 1 || ev.Attempts[0].Gateway != gw.addr {
+	c.Ack()
+	ev := h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx
+	if ev.Account != "acme" || ev.Trunk != "acme-pbx" || len(ev.Attempts) != 1 || ev.Attempts[0].Gateway != gw.Addr {
 		t.Errorf("INVITE event %+v", ev)
 	}
 
-	if _, err := store.Gateways().Put(ctx, schema.Gateway{ID: "carrier-b", Address: gw2.addr}); err != nil {
+	if _, err := store.Gateways().Put(ctx, schema.Gateway{ID: "carrier-b", Address: gw2.Addr}); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, patience, func() error {
-		res, callID := alice.options(h.addr, "UDP", nil)
-		if res.StatusCode != 200 || len(gw2.received(callID)) == 0 {
+		res, callID := alice.Options(t, h.addr, "UDP", nil)
+		if res.StatusCode != 200 || len(gw2.Received(callID)) == 0 {
 			return fmt.Errorf("OPTIONS answered %d, not by the provisioned gateway", res.StatusCode)
 		}
 		return nil
 	})
 	// The call set up before the change still ends through the proxy.
-	if res := c.bye(); res.StatusCode != 200 {
+	if res := c.Bye(); res.StatusCode != 200 {
 		t.Errorf("BYE of the earlier call answered %d", res.StatusCode)
 	}
-	c2 := alice.invite(h.addr, "UDP", nil)
-	if res := c2.waitFinal(); res.StatusCode != 200 {
+	c2 := alice.Invite(t, h.addr, "UDP", nil)
+	if res := c2.WaitFinal(); res.StatusCode != 200 {
 		t.Fatalf("INVITE to the provisioned gateway answered %d", res.StatusCode)
 	}
-	c2.ack()
-	ev = h.ev.wait(t, "INVITE", of(c2.callID, sip.INVITE)).tx
-	if len(ev.Attempts) != 1 || ev.Attempts[0].Gateway != "carrier-b" || ev.Attempts[0].Destination != gw2.addr {
+	c2.Ack()
+	ev = h.ev.wait(t, "INVITE", of(c2.CallID, sip.INVITE)).tx
+	if len(ev.Attempts) != 1 || ev.Attempts[0].Gateway != "carrier-b" || ev.Attempts[0].Destination != gw2.Addr {
 		t.Errorf("INVITE attempts %+v, want the provisioned gateway", ev.Attempts)
 	}
-	if res := c2.bye(); res.StatusCode != 200 {
+	if res := c2.Bye(); res.StatusCode != 200 {
 		t.Errorf("BYE answered %d", res.StatusCode)
 	}
 
@@ -313,11 +313,11 @@ func TestLiveProvisioning(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, patience, status(403))
-	c3 := alice.invite(h.addr, "UDP", nil)
-	if res := c3.waitFinal(); res.StatusCode != 403 {
+	c3 := alice.Invite(t, h.addr, "UDP", nil)
+	if res := c3.WaitFinal(); res.StatusCode != 403 {
 		t.Fatalf("INVITE after the trunk went answered %d", res.StatusCode)
 	}
-	if ev := h.ev.wait(t, "INVITE", of(c3.callID, sip.INVITE)).tx; ev.Note != "unknown_source" {
+	if ev := h.ev.wait(t, "INVITE", of(c3.CallID, sip.INVITE)).tx; ev.Note != "unknown_source" {
 		t.Errorf("event %+v", ev)
 	}
 }

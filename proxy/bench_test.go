@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/carrier-core/carrier/tools/testkit"
 )
 
 const benchInvite = "INVITE sip:15551234567@127.0.0.1:5060 SIP/2.0\r\n" +
@@ -94,13 +96,13 @@ func (discardReplier) reply([]byte, net.Addr) {}
 // running proxy between two sipgo phones over UDP, several at a time. The
 // phones' own cost is part of the figure.
 func BenchmarkCall(b *testing.B) {
-	gw := newPhone(b, "gw")
-	gw.setUAS(gw.answer(false))
-	h := startProxy(b, gw.addr, "udp", nil)
+	gw := testkit.NewSIPPhone(b, "gw")
+	gw.SetUAS(gw.Answer(false))
+	h := startProxy(b, gw.Addr, "udp", nil)
 	const callers = 8
-	phones := make(chan *phone, callers)
+	phones := make(chan *testkit.SIPPhone, callers)
 	for range callers {
-		phones <- newPhone(b, "alice")
+		phones <- testkit.NewSIPPhone(b, "alice")
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -113,13 +115,13 @@ func BenchmarkCall(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			defer func() { phones <- ph; <-sem }()
-			c := ph.invite(h.addr, "UDP", nil)
-			if res := c.waitFinal(); res.StatusCode != 200 {
+			c := ph.Invite(b, h.addr, "UDP", nil)
+			if res := c.WaitFinal(); res.StatusCode != 200 {
 				b.Errorf("answered %d", res.StatusCode)
 				return
 			}
-			c.ack()
-			if res := c.bye(); res.StatusCode != 200 {
+			c.Ack()
+			if res := c.Bye(); res.StatusCode != 200 {
 				b.Errorf("BYE answered %d", res.StatusCode)
 			}
 		}()

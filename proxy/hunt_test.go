@@ -79,29 +79,29 @@ func wantAttempts(t *testing.T, ev schema.Transaction, want ...string) {
 // TestFailover: the first gateway answers 503, the second does not answer
 // at all, the third answers 408, the fourth answers the call.
 func TestFailover(t *testing.T) {
-	busy := newPhone(t, "gw1")
-	busy.setUAS(busy.reject(503, "Service Unavailable"))
+	busy := testkit.NewSIPPhone(t, "gw1")
+	busy.SetUAS(busy.Reject(503, "Service Unavailable"))
 	silent := silentGateway(t)
-	slow := newPhone(t, "gw3")
-	slow.setUAS(slow.reject(408, "Request Timeout"))
-	good := newPhone(t, "gw4")
+	slow := testkit.NewSIPPhone(t, "gw3")
+	slow.SetUAS(slow.Reject(408, "Request Timeout"))
+	good := testkit.NewSIPPhone(t, "gw4")
 	route := schema.Route{ID: "all", Gateways: []string{"g1", "g2", "g3", "g4"}}
-	h := routedProxy(t, []string{busy.addr, silent, slow.addr, good.addr}, []schema.Route{route},
+	h := routedProxy(t, []string{busy.Addr, silent, slow.Addr, good.Addr}, []schema.Route{route},
 		func(c *Config) { c.Timers.Response = 500 * time.Millisecond })
-	alice := newPhone(t, "alice")
+	alice := testkit.NewSIPPhone(t, "alice")
 
-	c := alice.invite(h.addr, "UDP", nil)
-	if res := c.waitFinal(); res.StatusCode != 200 {
+	c := alice.Invite(t, h.addr, "UDP", nil)
+	if res := c.WaitFinal(); res.StatusCode != 200 {
 		t.Fatalf("INVITE answered %d, want 200 from the fourth gateway", res.StatusCode)
 	}
-	c.ack()
-	good.waitRequest(sip.ACK, c.callID, 1)
-	if res := c.bye(); res.StatusCode != 200 {
+	c.Ack()
+	good.WaitRequest(t, sip.ACK, c.CallID, 1)
+	if res := c.Bye(); res.StatusCode != 200 {
 		t.Fatalf("BYE answered %d", res.StatusCode)
 	}
-	busy.waitRequest(sip.ACK, c.callID, 1) // the 503 was acknowledged
-	ev := h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx
-	if ev.Status != 200 || ev.Destination != good.addr {
+	busy.WaitRequest(t, sip.ACK, c.CallID, 1) // the 503 was acknowledged
+	ev := h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx
+	if ev.Status != 200 || ev.Destination != good.Addr {
 		t.Errorf("event %+v", ev)
 	}
 	wantAttempts(t, ev, "g1:503", "g2:408", "g3:408", "g4:200")
@@ -128,19 +128,19 @@ func TestFailover(t *testing.T) {
 func TestHuntStops(t *testing.T) {
 	for _, code := range []int{486, 404, 603} {
 		t.Run(strconv.Itoa(code), func(t *testing.T) {
-			first := newPhone(t, "gw1")
-			first.setUAS(first.reject(code, "No"))
-			second := newPhone(t, "gw2")
-			h := routedProxy(t, []string{first.addr, second.addr},
+			first := testkit.NewSIPPhone(t, "gw1")
+			first.SetUAS(first.Reject(code, "No"))
+			second := testkit.NewSIPPhone(t, "gw2")
+			h := routedProxy(t, []string{first.Addr, second.Addr},
 				[]schema.Route{{ID: "r", Gateways: []string{"g1", "g2"}}}, nil)
-			alice := newPhone(t, "alice")
-			c := alice.invite(h.addr, "UDP", nil)
-			if res := c.waitFinal(); res.StatusCode != code {
+			alice := testkit.NewSIPPhone(t, "alice")
+			c := alice.Invite(t, h.addr, "UDP", nil)
+			if res := c.WaitFinal(); res.StatusCode != code {
 				t.Fatalf("INVITE answered %d, want %d", res.StatusCode, code)
 			}
-			ev := h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx
+			ev := h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx
 			wantAttempts(t, ev, "g1:"+strconv.Itoa(code))
-			if got := second.received(c.callID); len(got) != 0 {
+			if got := second.Received(c.CallID); len(got) != 0 {
 				t.Errorf("second gateway got %d requests after a %d", len(got), code)
 			}
 		})
@@ -150,30 +150,30 @@ func TestHuntStops(t *testing.T) {
 // TestCancelDuringHunt: the caller cancels while the second gateway
 // rings: it gets 487, the second gateway the CANCEL, the third nothing.
 func TestCancelDuringHunt(t *testing.T) {
-	first := newPhone(t, "gw1")
-	first.setUAS(first.reject(500, "Server Internal Error"))
-	second := newPhone(t, "gw2")
-	second.setUAS(second.ringForever())
-	third := newPhone(t, "gw3")
-	h := routedProxy(t, []string{first.addr, second.addr, third.addr},
+	first := testkit.NewSIPPhone(t, "gw1")
+	first.SetUAS(first.Reject(500, "Server Internal Error"))
+	second := testkit.NewSIPPhone(t, "gw2")
+	second.SetUAS(second.RingForever())
+	third := testkit.NewSIPPhone(t, "gw3")
+	h := routedProxy(t, []string{first.Addr, second.Addr, third.Addr},
 		[]schema.Route{{ID: "r", Gateways: []string{"g1", "g2", "g3"}}}, nil)
-	alice := newPhone(t, "alice")
+	alice := testkit.NewSIPPhone(t, "alice")
 
-	c := alice.invite(h.addr, "UDP", nil)
-	c.waitFor(180)
-	if res := c.cancel(); res.StatusCode != 200 {
+	c := alice.Invite(t, h.addr, "UDP", nil)
+	c.WaitFor(180)
+	if res := c.Cancel(); res.StatusCode != 200 {
 		t.Fatalf("CANCEL answered %d", res.StatusCode)
 	}
-	if res := c.waitFinal(); res.StatusCode != 487 {
+	if res := c.WaitFinal(); res.StatusCode != 487 {
 		t.Fatalf("INVITE answered %d after CANCEL, want 487", res.StatusCode)
 	}
-	second.waitRequest(sip.CANCEL, c.callID, 1)
-	ev := h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx
+	second.WaitRequest(t, sip.CANCEL, c.CallID, 1)
+	ev := h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx
 	if ev.Status != 487 {
 		t.Errorf("event %+v", ev)
 	}
 	wantAttempts(t, ev, "g1:500", "g2:487")
-	if got := third.received(c.callID); len(got) != 0 {
+	if got := third.Received(c.CallID); len(got) != 0 {
 		t.Errorf("third gateway got %d requests after the CANCEL", len(got))
 	}
 }
@@ -181,25 +181,25 @@ func TestCancelDuringHunt(t *testing.T) {
 // TestNoGatewayLeft: every gateway fails, or MaxAttempts is reached: 503
 // with the note no_gateway_left, whatever the last gateway said.
 func TestNoGatewayLeft(t *testing.T) {
-	first := newPhone(t, "gw1")
-	first.setUAS(first.reject(502, "Bad Gateway"))
-	second := newPhone(t, "gw2")
-	second.setUAS(second.reject(500, "Server Internal Error"))
-	third := newPhone(t, "gw3")
+	first := testkit.NewSIPPhone(t, "gw1")
+	first.SetUAS(first.Reject(502, "Bad Gateway"))
+	second := testkit.NewSIPPhone(t, "gw2")
+	second.SetUAS(second.Reject(500, "Server Internal Error"))
+	third := testkit.NewSIPPhone(t, "gw3")
 	routes := []schema.Route{{ID: "r", Gateways: []string{"g1", "g2", "g3"}, MaxAttempts: 2}}
-	h := routedProxy(t, []string{first.addr, second.addr, third.addr}, routes, nil)
-	alice := newPhone(t, "alice")
+	h := routedProxy(t, []string{first.Addr, second.Addr, third.Addr}, routes, nil)
+	alice := testkit.NewSIPPhone(t, "alice")
 
-	c := alice.invite(h.addr, "UDP", nil)
-	if res := c.waitFinal(); res.StatusCode != 503 {
+	c := alice.Invite(t, h.addr, "UDP", nil)
+	if res := c.WaitFinal(); res.StatusCode != 503 {
 		t.Fatalf("INVITE answered %d, want 503", res.StatusCode)
 	}
-	ev := h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx
+	ev := h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx
 	if ev.Status != 503 || ev.Note != noteNoGatewayLeft {
 		t.Errorf("event %+v", ev)
 	}
 	wantAttempts(t, ev, "g1:502", "g2:500")
-	if got := third.received(c.callID); len(got) != 0 {
+	if got := third.Received(c.CallID); len(got) != 0 {
 		t.Errorf("third gateway tried beyond MaxAttempts")
 	}
 }
@@ -208,21 +208,21 @@ func TestNoGatewayLeft(t *testing.T) {
 // Request-URI user wins; "" is the default; no route at all falls back
 // to the first gateway.
 func TestLongestPrefix(t *testing.T) {
-	gws := []*phone{newPhone(t, "gw1"), newPhone(t, "gw2"), newPhone(t, "gw3")}
+	gws := []*testkit.SIPPhone{testkit.NewSIPPhone(t, "gw1"), testkit.NewSIPPhone(t, "gw2"), testkit.NewSIPPhone(t, "gw3")}
 	routes := []schema.Route{
 		{ID: "default", Gateways: []string{"g3"}},
 		{ID: "nanp", Prefix: "1", Gateways: []string{"g2"}},
 		{ID: "nyc", Prefix: "+1212", Gateways: []string{"g1"}},
 	}
-	h := routedProxy(t, []string{gws[0].addr, gws[1].addr, gws[2].addr}, routes, nil)
-	alice := newPhone(t, "alice")
+	h := routedProxy(t, []string{gws[0].Addr, gws[1].Addr, gws[2].Addr}, routes, nil)
+	alice := testkit.NewSIPPhone(t, "alice")
 	for user, want := range map[string]string{"12125550100": "g1", "+12125550100": "g1", "15551234567": "g2", "4420": "g3", "": "g3"} {
-		c := alice.invite(h.addr, "UDP", func(r *sip.Request) { r.Recipient.User = user })
-		if res := c.waitFinal(); res.StatusCode != 200 {
+		c := alice.Invite(t, h.addr, "UDP", func(r *sip.Request) { r.Recipient.User = user })
+		if res := c.WaitFinal(); res.StatusCode != 200 {
 			t.Fatalf("%q: INVITE answered %d", user, res.StatusCode)
 		}
-		c.ack()
-		ev := h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx
+		c.Ack()
+		ev := h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx
 		wantAttempts(t, ev, want+":200")
 	}
 }
@@ -230,18 +230,18 @@ func TestLongestPrefix(t *testing.T) {
 // TestWeighted: a 3:1 weighted route sends most first attempts to the
 // heavier gateway, and some to the lighter one.
 func TestWeighted(t *testing.T) {
-	heavy, light := newPhone(t, "gw1"), newPhone(t, "gw2")
-	heavy.setUAS(heavy.reject(486, "Busy Here"))
-	light.setUAS(light.reject(486, "Busy Here"))
+	heavy, light := testkit.NewSIPPhone(t, "gw1"), testkit.NewSIPPhone(t, "gw2")
+	heavy.SetUAS(heavy.Reject(486, "Busy Here"))
+	light.SetUAS(light.Reject(486, "Busy Here"))
 	routes := []schema.Route{{ID: "w", Gateways: []string{"g1", "g2"}, Mode: schema.RouteWeighted, Weights: []int{3, 1}}}
-	h := routedProxy(t, []string{heavy.addr, light.addr}, routes, nil)
-	alice := newPhone(t, "alice")
+	h := routedProxy(t, []string{heavy.Addr, light.Addr}, routes, nil)
+	alice := testkit.NewSIPPhone(t, "alice")
 	const calls = 120
 	first := map[string]int{}
 	for range calls {
-		c := alice.invite(h.addr, "UDP", nil)
-		c.waitFinal()
-		ev := h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx
+		c := alice.Invite(t, h.addr, "UDP", nil)
+		c.WaitFinal()
+		ev := h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx
 		first[ev.Attempts[0].Gateway]++
 	}
 	// Binomial(120, 0.75): mean 90, sd 4.7; these bounds are 6 sd out.
@@ -278,46 +278,46 @@ func TestWeightedOrder(t *testing.T) {
 // TestHoldDown: a gateway that answered 503 is tried last until its
 // hold-down is over.
 func TestHoldDown(t *testing.T) {
-	first := newPhone(t, "gw1")
-	first.setUAS(first.reject(503, "Service Unavailable"))
-	second := newPhone(t, "gw2")
-	h := routedProxy(t, []string{first.addr, second.addr},
+	first := testkit.NewSIPPhone(t, "gw1")
+	first.SetUAS(first.Reject(503, "Service Unavailable"))
+	second := testkit.NewSIPPhone(t, "gw2")
+	h := routedProxy(t, []string{first.Addr, second.Addr},
 		[]schema.Route{{ID: "r", Gateways: []string{"g1", "g2"}}},
 		func(c *Config) { c.Health.HoldDown = time.Hour })
-	alice := newPhone(t, "alice")
+	alice := testkit.NewSIPPhone(t, "alice")
 
-	c := alice.invite(h.addr, "UDP", nil)
-	if res := c.waitFinal(); res.StatusCode != 200 {
+	c := alice.Invite(t, h.addr, "UDP", nil)
+	if res := c.WaitFinal(); res.StatusCode != 200 {
 		t.Fatalf("first call answered %d", res.StatusCode)
 	}
-	c.ack()
-	wantAttempts(t, h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx, "g1:503", "g2:200")
+	c.Ack()
+	wantAttempts(t, h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx, "g1:503", "g2:200")
 
-	c = alice.invite(h.addr, "UDP", nil)
-	if res := c.waitFinal(); res.StatusCode != 200 {
+	c = alice.Invite(t, h.addr, "UDP", nil)
+	if res := c.WaitFinal(); res.StatusCode != 200 {
 		t.Fatalf("second call answered %d", res.StatusCode)
 	}
-	c.ack()
-	wantAttempts(t, h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx, "g2:200")
-	if got := first.received(c.callID); len(got) != 0 {
+	c.Ack()
+	wantAttempts(t, h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx, "g2:200")
+	if got := first.Received(c.CallID); len(got) != 0 {
 		t.Errorf("held-down gateway got the second call")
 	}
 
 	// Held down is not out: when the others fail it is still tried.
-	second.setUAS(second.reject(500, "Server Internal Error"))
-	c = alice.invite(h.addr, "UDP", nil)
-	if res := c.waitFinal(); res.StatusCode != 503 {
+	second.SetUAS(second.Reject(500, "Server Internal Error"))
+	c = alice.Invite(t, h.addr, "UDP", nil)
+	if res := c.WaitFinal(); res.StatusCode != 503 {
 		t.Fatalf("third call answered %d", res.StatusCode)
 	}
-	wantAttempts(t, h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx, "g2:500", "g1:503")
+	wantAttempts(t, h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx, "g2:500", "g1:503")
 }
 
 // TestProbe: OPTIONS probing marks a gateway that does not answer down
 // (and routes around it) and one that answers up.
 func TestProbe(t *testing.T) {
 	dead := silentGateway(t)
-	alive := newPhone(t, "gw2")
-	h := routedProxy(t, []string{dead, alive.addr},
+	alive := testkit.NewSIPPhone(t, "gw2")
+	h := routedProxy(t, []string{dead, alive.Addr},
 		[]schema.Route{{ID: "r", Gateways: []string{"g1", "g2"}}},
 		func(c *Config) {
 			c.Health.ProbeInterval = 100 * time.Millisecond
@@ -334,13 +334,13 @@ func TestProbe(t *testing.T) {
 	if got := metricValue(t, h, "carrier_sip_gateway_up", "gateway", "g2"); got != 1 {
 		t.Errorf("answering gateway up = %v, want 1", got)
 	}
-	alice := newPhone(t, "alice")
-	c := alice.invite(h.addr, "UDP", nil)
-	if res := c.waitFinal(); res.StatusCode != 200 {
+	alice := testkit.NewSIPPhone(t, "alice")
+	c := alice.Invite(t, h.addr, "UDP", nil)
+	if res := c.WaitFinal(); res.StatusCode != 200 {
 		t.Fatalf("INVITE answered %d", res.StatusCode)
 	}
-	c.ack()
-	wantAttempts(t, h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx, "g2:200")
+	c.Ack()
+	wantAttempts(t, h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx, "g2:200")
 }
 
 // TestHoldDownEnds: the first look after a hold-down clears it and puts
@@ -439,12 +439,12 @@ func TestLiveRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, second := newPhone(t, "gw1"), newPhone(t, "gw2")
-	first.setUAS(first.reject(503, "Service Unavailable"))
+	first, second := testkit.NewSIPPhone(t, "gw1"), testkit.NewSIPPhone(t, "gw2")
+	first.SetUAS(first.Reject(503, "Service Unavailable"))
 	set := schema.ProvisionSet{
 		Accounts: []schema.Account{{ID: "local", Currency: "EUR"}},
 		Trunks:   []schema.Trunk{{ID: "local", Account: "local", Sources: []schema.Source{{CIDR: "127.0.0.1"}}}},
-		Gateways: []schema.Gateway{{ID: "g1", Address: first.addr}, {ID: "g2", Address: second.addr}},
+		Gateways: []schema.Gateway{{ID: "g1", Address: first.Addr}, {ID: "g2", Address: second.Addr}},
 	}
 	if _, err := store.Apply(ctx, set); err != nil {
 		t.Fatal(err)
@@ -455,25 +455,25 @@ func TestLiveRoute(t *testing.T) {
 	}
 	t.Cleanup(w.Stop)
 	<-w.Ready()
-	h := startProxy(t, first.addr, "udp", func(c *Config) { c.Provisioning = w })
-	alice := newPhone(t, "alice")
+	h := startProxy(t, first.Addr, "udp", func(c *Config) { c.Provisioning = w })
+	alice := testkit.NewSIPPhone(t, "alice")
 
 	// No route: the first gateway by id, whose 503 goes to the caller.
-	c := alice.invite(h.addr, "UDP", nil)
-	if res := c.waitFinal(); res.StatusCode != 503 {
+	c := alice.Invite(t, h.addr, "UDP", nil)
+	if res := c.WaitFinal(); res.StatusCode != 503 {
 		t.Fatalf("without a route: %d", res.StatusCode)
 	}
-	wantAttempts(t, h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx, "g1:503")
+	wantAttempts(t, h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx, "g1:503")
 
 	if _, err := store.Routes().Put(ctx, schema.Route{ID: "default", Gateways: []string{"g1", "g2"}}); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, patience, func() error {
-		c := alice.invite(h.addr, "UDP", nil)
-		if res := c.waitFinal(); res.StatusCode != 200 {
+		c := alice.Invite(t, h.addr, "UDP", nil)
+		if res := c.WaitFinal(); res.StatusCode != 200 {
 			return fmt.Errorf("with the route: %d", res.StatusCode)
 		}
-		c.ack()
+		c.Ack()
 		return nil
 	})
 }
@@ -482,19 +482,19 @@ func TestLiveRoute(t *testing.T) {
 // the next gateway.
 func TestFailoverFromTCP(t *testing.T) {
 	dead := net.JoinHostPort("127.0.0.1", strconv.Itoa(testkit.FreeTCPPort(t)))
-	good := newPhone(t, "gw2")
+	good := testkit.NewSIPPhone(t, "gw2")
 	pv := localProvisioning()
 	pv.Gateways["g1"] = schema.Gateway{ID: "g1", Address: dead, Transport: "tcp"}
-	pv.Gateways["g2"] = schema.Gateway{ID: "g2", Address: good.addr}
+	pv.Gateways["g2"] = schema.Gateway{ID: "g2", Address: good.Addr}
 	pv.Routes["r"] = schema.Route{ID: "r", Gateways: []string{"g1", "g2"}}
-	h := startProxy(t, good.addr, "udp", func(c *Config) { c.Provisioning = FixedProvisioning(pv) })
-	alice := newPhone(t, "alice")
-	c := alice.invite(h.addr, "UDP", nil)
-	if res := c.waitFinal(); res.StatusCode != 200 {
+	h := startProxy(t, good.Addr, "udp", func(c *Config) { c.Provisioning = FixedProvisioning(pv) })
+	alice := testkit.NewSIPPhone(t, "alice")
+	c := alice.Invite(t, h.addr, "UDP", nil)
+	if res := c.WaitFinal(); res.StatusCode != 200 {
 		t.Fatalf("INVITE answered %d", res.StatusCode)
 	}
-	c.ack()
-	wantAttempts(t, h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE)).tx, "g1:503", "g2:200")
+	c.Ack()
+	wantAttempts(t, h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx, "g1:503", "g2:200")
 }
 
 // BenchmarkRoutePlan is what routing adds to an initial INVITE: the

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/carrier-core/carrier/tools/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -110,18 +112,18 @@ func TestRunFailsOnBusyPort(t *testing.T) {
 func TestStopLeavesNothingRunning(t *testing.T) {
 	before := runtime.NumGoroutine()
 	t.Run("calls", func(t *testing.T) {
-		gw := newPhone(t, "gw")
-		h := startProxy(t, gw.addr, "tcp", nil)
-		alice := newPhone(t, "alice")
+		gw := testkit.NewSIPPhone(t, "gw")
+		h := startProxy(t, gw.Addr, "tcp", nil)
+		alice := testkit.NewSIPPhone(t, "alice")
 
-		c := alice.invite(h.addr, "UDP", nil)
-		if res := c.waitFinal(); res.StatusCode != 200 {
+		c := alice.Invite(t, h.addr, "UDP", nil)
+		if res := c.WaitFinal(); res.StatusCode != 200 {
 			t.Fatalf("answered %d", res.StatusCode)
 		}
-		c.ack()
-		gw.setUAS(gw.ringForever())
-		ringing := alice.invite(h.addr, "TCP", nil)
-		ringing.waitFor(180)
+		c.Ack()
+		gw.SetUAS(gw.RingForever())
+		ringing := alice.Invite(t, h.addr, "TCP", nil)
+		ringing.WaitFor(180)
 		// The subtest's cleanup stops the proxy, then the phones.
 	})
 	deadline := time.Now().Add(patience)

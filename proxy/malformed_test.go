@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/carrier-core/carrier/schema"
+	"github.com/carrier-core/carrier/tools/testkit"
 )
 
 // rawRequest is a well-formed request from a raw socket at port; tests
@@ -26,8 +27,8 @@ func rawRequest(method, transport string, port int, callID string) string {
 }
 
 func TestMalformedUDP(t *testing.T) {
-	gw := newPhone(t, "gw")
-	h := startProxy(t, gw.addr, "udp", nil)
+	gw := testkit.NewSIPPhone(t, "gw")
+	h := startProxy(t, gw.Addr, "udp", nil)
 	conn, err := net.Dial("udp", h.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -99,14 +100,14 @@ func TestMalformedUDP(t *testing.T) {
 	}
 
 	// And the proxy still carries calls.
-	alice := newPhone(t, "alice")
-	gw.setUAS(gw.answer(false))
-	c := alice.invite(h.addr, "UDP", nil)
-	if res := c.waitFinal(); res.StatusCode != 200 {
+	alice := testkit.NewSIPPhone(t, "alice")
+	gw.SetUAS(gw.Answer(false))
+	c := alice.Invite(t, h.addr, "UDP", nil)
+	if res := c.WaitFinal(); res.StatusCode != 200 {
 		t.Fatalf("call after malformed input answered %d", res.StatusCode)
 	}
-	c.ack()
-	if res := c.bye(); res.StatusCode != 200 {
+	c.Ack()
+	if res := c.Bye(); res.StatusCode != 200 {
 		t.Fatalf("BYE after malformed input answered %d", res.StatusCode)
 	}
 }
@@ -153,8 +154,8 @@ func rawHeader(b []byte, name string) string {
 }
 
 func TestMalformedTCP(t *testing.T) {
-	gw := newPhone(t, "gw")
-	h := startProxy(t, gw.addr, "udp", nil)
+	gw := testkit.NewSIPPhone(t, "gw")
+	h := startProxy(t, gw.Addr, "udp", nil)
 	dial := func() (net.Conn, int) {
 		c, err := net.Dial("tcp", h.addr)
 		if err != nil {
@@ -217,14 +218,14 @@ func TestMalformedTCP(t *testing.T) {
 	r.closed(t)
 
 	// And calls still go through over TCP.
-	alice := newPhone(t, "alice")
-	gw.setUAS(gw.answer(false))
-	call := alice.invite(h.addr, "TCP", nil)
-	if res := call.waitFinal(); res.StatusCode != 200 {
+	alice := testkit.NewSIPPhone(t, "alice")
+	gw.SetUAS(gw.Answer(false))
+	call := alice.Invite(t, h.addr, "TCP", nil)
+	if res := call.WaitFinal(); res.StatusCode != 200 {
 		t.Fatalf("call after malformed input answered %d", res.StatusCode)
 	}
-	call.ack()
-	if res := call.bye(); res.StatusCode != 200 {
+	call.Ack()
+	if res := call.Bye(); res.StatusCode != 200 {
 		t.Fatalf("BYE answered %d", res.StatusCode)
 	}
 	if got := metricValue(t, h, "carrier_sip_malformed_total"); got != 4 {

@@ -9,6 +9,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/carrier-core/carrier/schema"
+	"github.com/carrier-core/carrier/tools/testkit"
 )
 
 // TestCall carries a call INVITE/180/200/ACK/BYE through the proxy between
@@ -30,20 +31,20 @@ func TestCall(t *testing.T) {
 		{"udp caller tcp gateway", "UDP", "tcp", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gw := newPhone(t, "gw")
+			gw := testkit.NewSIPPhone(t, "gw")
 			pickUp := make(chan struct{})
-			gw.setUAS(gw.answerWhen(true, pickUp))
-			h := startProxy(t, gw.addr, tc.gateway, nil)
-			alice := newPhone(t, "alice")
+			gw.SetUAS(gw.AnswerWhen(true, pickUp))
+			h := startProxy(t, gw.Addr, tc.gateway, nil)
+			alice := testkit.NewSIPPhone(t, "alice")
 
-			c := alice.invite(h.addr, tc.caller, nil)
-			c.waitFor(180)
+			c := alice.Invite(t, h.addr, tc.caller, nil)
+			c.WaitFor(180)
 			close(pickUp)
-			res := c.waitFinal()
+			res := c.WaitFinal()
 			if res.StatusCode != 200 {
 				t.Fatalf("INVITE answered %d", res.StatusCode)
 			}
-			if got := statuses(c.responses); len(got) != 3 || !slices.Contains(got, 100) {
+			if got := statuses(c.Responses); len(got) != 3 || !slices.Contains(got, 100) {
 				t.Fatalf("responses %v, want the proxy's 100, then 180 and 200", got)
 			}
 			if n := len(res.GetHeaders("Via")); n != 1 {
@@ -64,7 +65,7 @@ func TestCall(t *testing.T) {
 				}
 			}
 
-			inv := gw.waitRequest(sip.INVITE, c.callID, 1)
+			inv := gw.WaitRequest(t, sip.INVITE, c.CallID, 1)
 			checkRelayed(t, inv, h, strings.ToUpper(tc.gateway), 2)
 			if mf := inv.MaxForwards(); mf == nil || *mf != 69 {
 				t.Errorf("Max-Forwards at the gateway %v, want 69", mf)
@@ -73,8 +74,8 @@ func TestCall(t *testing.T) {
 				t.Errorf("Request-URI changed to %s", inv.Recipient.String())
 			}
 
-			c.ack()
-			ack := gw.waitRequest(sip.ACK, c.callID, 1)
+			c.Ack()
+			ack := gw.WaitRequest(t, sip.ACK, c.CallID, 1)
 			checkRelayed(t, ack, h, strings.ToUpper(tc.gateway), 2)
 			if len(ack.GetHeaders("Route")) != 0 {
 				t.Errorf("ACK kept the proxy's Route: %v", ack.GetHeaders("Route"))
@@ -83,16 +84,16 @@ func TestCall(t *testing.T) {
 			reason := sip.NewHeader("Reason", `Q.850;cause=16;text="Normal call clearing"`)
 			var bye *sip.Request
 			if tc.calleeHangsUp {
-				if res := gw.hangUp(strings.ToUpper(tc.gateway), reason); res.StatusCode != 200 {
+				if res := gw.HangUp(t, strings.ToUpper(tc.gateway), reason); res.StatusCode != 200 {
 					t.Fatalf("callee's BYE answered %d", res.StatusCode)
 				}
-				bye = alice.waitRequest(sip.BYE, c.callID, 1)
+				bye = alice.WaitRequest(t, sip.BYE, c.CallID, 1)
 				checkRelayed(t, bye, h, tc.caller, 2)
 			} else {
-				if res := c.bye(reason); res.StatusCode != 200 {
+				if res := c.Bye(reason); res.StatusCode != 200 {
 					t.Fatalf("caller's BYE answered %d", res.StatusCode)
 				}
-				bye = gw.waitRequest(sip.BYE, c.callID, 1)
+				bye = gw.WaitRequest(t, sip.BYE, c.CallID, 1)
 				checkRelayed(t, bye, h, strings.ToUpper(tc.gateway), 2)
 			}
 			if len(bye.GetHeaders("Route")) != 0 {
@@ -101,16 +102,16 @@ func TestCall(t *testing.T) {
 
 			// The events, field by field.
 			toTag, _ := res.To().Params.Get("tag")
-			fromTag, _ := c.inv.From().Params.Get("tag")
+			fromTag, _ := c.Invite.From().Params.Get("tag")
 			callerTransport := strings.ToLower(tc.caller)
-			e := h.ev.wait(t, "INVITE", of(c.callID, sip.INVITE))
+			e := h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE))
 			checkEnvelope(t, e)
 			ev := e.tx
 			want := schema.Transaction{
-				Method: "INVITE", CallID: c.callID, FromURI: "sip:alice@127.0.0.1", FromTag: fromTag,
+				Method: "INVITE", CallID: c.CallID, FromURI: "sip:alice@127.0.0.1", FromTag: fromTag,
 				ToURI: "sip:15551234567@127.0.0.1", ToTag: toTag, CSeq: 1,
-				RequestURI: c.inv.Recipient.String(), Source: callerSource(alice, tc.caller, ev.Source),
-				Local: h.addr, Transport: callerTransport, Destination: gw.addr,
+				RequestURI: c.Invite.Recipient.String(), Source: callerSource(alice, tc.caller, ev.Source),
+				Local: h.addr, Transport: callerTransport, Destination: gw.Addr,
 				Status: 200, Reason: "OK", ProvisionalStatus: 180, Account: "local", Trunk: "local",
 			}
 			checkTx(t, ev, want)
@@ -121,17 +122,17 @@ func TestCall(t *testing.T) {
 				t.Fatalf("INVITE attempts %+v, want one", ev.Attempts)
 			}
 			at := ev.Attempts[0]
-			if at.Destination != gw.addr || at.Gateway != gw.addr || at.Status != 200 || at.Reason != "OK" {
+			if at.Destination != gw.Addr || at.Gateway != gw.Addr || at.Status != 200 || at.Reason != "OK" {
 				t.Errorf("attempt %+v", at)
 			}
 			if !(ev.RequestAt <= at.StartAt && at.StartAt <= at.ProvisionalAt && at.ProvisionalAt <= at.FinalAt && at.FinalAt <= ev.FinalAt) {
 				t.Errorf("attempt times out of order: %+v (request %d, final %d)", at, ev.RequestAt, ev.FinalAt)
 			}
 
-			e = h.ev.wait(t, "ACK", of(c.callID, sip.ACK))
+			e = h.ev.wait(t, "ACK", of(c.CallID, sip.ACK))
 			checkEnvelope(t, e)
 			checkTx(t, e.tx, schema.Transaction{
-				Method: "ACK", CallID: c.callID, FromURI: "sip:alice@127.0.0.1", FromTag: fromTag,
+				Method: "ACK", CallID: c.CallID, FromURI: "sip:alice@127.0.0.1", FromTag: fromTag,
 				ToURI: "sip:15551234567@127.0.0.1", ToTag: toTag, CSeq: 1, InDialog: true,
 				RequestURI: res.Contact().Address.String(), Source: callerSource(alice, tc.caller, e.tx.Source),
 				Local: h.addr, Transport: callerTransport, Destination: h.gatewaySide(gw, tc.gateway),
@@ -140,7 +141,7 @@ func TestCall(t *testing.T) {
 				t.Errorf("ACK event has attempts or a final: %+v", e.tx)
 			}
 
-			e = h.ev.wait(t, "BYE", of(c.callID, sip.BYE))
+			e = h.ev.wait(t, "BYE", of(c.CallID, sip.BYE))
 			checkEnvelope(t, e)
 			ev = e.tx
 			if ev.Status != 200 || !ev.InDialog || ev.Q850 != 16 || len(ev.Attempts) != 1 || ev.Attempts[0].Status != 200 {
@@ -148,10 +149,10 @@ func TestCall(t *testing.T) {
 			}
 			if tc.calleeHangsUp {
 				// The callee's BYE: tags swap, it came from the gateway's leg.
-				if ev.FromTag != toTag || ev.ToTag != fromTag || ev.Transport != strings.ToLower(tc.gateway) || ev.Destination != alice.addr {
+				if ev.FromTag != toTag || ev.ToTag != fromTag || ev.Transport != strings.ToLower(tc.gateway) || ev.Destination != alice.Addr {
 					t.Errorf("callee's BYE event %+v", ev)
 				}
-			} else if ev.FromTag != fromTag || ev.ToTag != toTag || ev.Transport != callerTransport || ev.Destination != gw.addr {
+			} else if ev.FromTag != fromTag || ev.ToTag != toTag || ev.Transport != callerTransport || ev.Destination != gw.Addr {
 				t.Errorf("caller's BYE event %+v", ev)
 			}
 			if !(ev.RequestAt <= ev.FinalAt) || ev.FinalAt == 0 {
@@ -173,13 +174,13 @@ func TestCall(t *testing.T) {
 
 // gatewaySide is where an in-dialog request towards the gateway goes: its
 // Contact.
-func (h *harness) gatewaySide(gw *phone, transport string) string { return gw.addr }
+func (h *harness) gatewaySide(gw *testkit.SIPPhone, transport string) string { return gw.Addr }
 
 // callerSource is the caller's address as the proxy saw it: over UDP its
 // listening port, over TCP the connection's port (any).
-func callerSource(ph *phone, transport, got string) string {
+func callerSource(ph *testkit.SIPPhone, transport, got string) string {
 	if transport == "UDP" {
-		return ph.addr
+		return ph.Addr
 	}
 	if strings.HasPrefix(got, "127.0.0.1:") {
 		return got
