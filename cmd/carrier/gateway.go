@@ -42,17 +42,7 @@ func newGatewayAddCmd(a *app) *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			g.ID = args[0]
-			if err := g.Validate(); err != nil {
-				return err
-			}
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				ch, err := s.Gateways().Put(ctx, g)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.out, "gateway %s %s\n", g.ID, ch)
-				return nil
-			})
+			return putProvisioned(cmd.Context(), a, nats.url, g, (*eventlog.ProvisionStore).Gateways, nil)
 		},
 	}
 	nats.addFlags(cmd)

@@ -308,3 +308,31 @@ func newProvisionRmCmd[T schema.Object](a *app, kind, short string, collection f
 	nats.addFlags(cmd)
 	return cmd
 }
+
+// putProvisioned validates obj, checks it against what is provisioned
+// (when check is given: the objects it names exist, nothing else claims
+// what it claims), stores it and says whether it was created, updated or
+// unchanged.
+func putProvisioned[T schema.Object](ctx context.Context, a *app, natsURL string, obj T,
+	collection func(*eventlog.ProvisionStore) eventlog.Collection[T], check func(*schema.Provisioning, T) error) error {
+	if err := obj.Validate(); err != nil {
+		return err
+	}
+	return withProvisionStore(ctx, a, natsURL, func(ctx context.Context, s *eventlog.ProvisionStore) error {
+		if check != nil {
+			cur, err := s.Load(ctx)
+			if err != nil {
+				return err
+			}
+			if err := check(cur, obj); err != nil {
+				return err
+			}
+		}
+		ch, err := collection(s).Put(ctx, obj)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.out, "%s %s %s\n", obj.ObjectKind(), obj.ObjectID(), ch)
+		return nil
+	})
+}

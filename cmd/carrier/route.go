@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"strings"
 
@@ -50,24 +49,7 @@ exist (carrier gateway add) and no other route may have the same prefix.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r.ID, r.Weights = args[0], weights
-			if err := r.Validate(); err != nil {
-				return err
-			}
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				cur, err := s.Load(ctx)
-				if err != nil {
-					return err
-				}
-				if err := cur.CheckRoute(r); err != nil {
-					return err
-				}
-				ch, err := s.Routes().Put(ctx, r)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.out, "route %s %s\n", r.ID, ch)
-				return nil
-			})
+			return putProvisioned(cmd.Context(), a, nats.url, r, (*eventlog.ProvisionStore).Routes, (*schema.Provisioning).CheckRoute)
 		},
 	}
 	nats.addFlags(cmd)

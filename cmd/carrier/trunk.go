@@ -53,24 +53,7 @@ tcp:[2001:db8::/32]:5061. The account must exist (carrier provision apply).`,
 				}
 				t.Sources = append(t.Sources, s)
 			}
-			if err := t.Validate(); err != nil {
-				return err
-			}
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				cur, err := s.Load(ctx)
-				if err != nil {
-					return err
-				}
-				if err := cur.CheckTrunk(t); err != nil {
-					return err
-				}
-				ch, err := s.Trunks().Put(ctx, t)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.out, "trunk %s %s\n", t.ID, ch)
-				return nil
-			})
+			return putProvisioned(cmd.Context(), a, nats.url, t, (*eventlog.ProvisionStore).Trunks, (*schema.Provisioning).CheckTrunk)
 		},
 	}
 	nats.addFlags(cmd)
