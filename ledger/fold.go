@@ -5,7 +5,6 @@ import (
 	"maps"
 	"time"
 
-	"github.com/carrier-core/carrier/rating"
 	"github.com/carrier-core/carrier/schema"
 )
 
@@ -14,16 +13,16 @@ type Balance struct {
 	Account     string             `json:"account"`
 	Kind        schema.AccountKind `json:"kind"`
 	Currency    string             `json:"currency"`
-	CreditLimit rating.Money       `json:"credit_limit"`
+	CreditLimit schema.Money       `json:"credit_limit"`
 	// Balance is credits minus debits plus adjustments; it goes below zero
 	// when calls cost more than was held for them, or on postpaid use.
-	Balance rating.Money `json:"balance"`
+	Balance schema.Money `json:"balance"`
 	// Reserved is what live calls hold (the sum of Reservations).
-	Reserved rating.Money `json:"reserved"`
+	Reserved schema.Money `json:"reserved"`
 	// Available is what new reservations may take: Balance - Reserved,
 	// plus the credit limit for postpaid accounts.
-	Available    rating.Money            `json:"available"`
-	Reservations map[string]rating.Money `json:"reservations,omitempty"`
+	Available    schema.Money            `json:"available"`
+	Reservations map[string]schema.Money `json:"reservations,omitempty"`
 	// Seq is the LEDGER stream sequence of the last event folded in.
 	Seq uint64 `json:"seq"`
 	// UpdatedAt is the time of that event.
@@ -96,7 +95,7 @@ func (s *state) applyPayload(ev schema.Envelope) (bool, error) {
 			return false, nil
 		}
 		s.opened = true
-		s.Kind, s.Currency, s.CreditLimit = p.Kind, p.Currency, rating.Money(p.CreditLimit)
+		s.Kind, s.Currency, s.CreditLimit = p.Kind, p.Currency, schema.Money(p.CreditLimit)
 		return true, nil
 	}
 	if !s.opened {
@@ -108,34 +107,34 @@ func (s *state) applyPayload(ev schema.Envelope) (bool, error) {
 		if err := ev.Decode(ev.Type, schema.LedgerVersion, &p); err != nil {
 			return false, err
 		}
-		return s.addOnce(creditKey(p.Reference), rating.Money(p.Amount))
+		return s.addOnce(creditKey(p.Reference), schema.Money(p.Amount))
 	case schema.TypeDebited:
 		var p schema.Debited
 		if err := ev.Decode(ev.Type, schema.LedgerVersion, &p); err != nil {
 			return false, err
 		}
-		return s.addOnce(debitKey(p.CDR), -rating.Money(p.Amount))
+		return s.addOnce(debitKey(p.CDR), -schema.Money(p.Amount))
 	case schema.TypeAdjusted:
 		var p schema.Adjusted
 		if err := ev.Decode(ev.Type, schema.LedgerVersion, &p); err != nil {
 			return false, err
 		}
-		return s.add(rating.Money(p.Amount))
+		return s.add(schema.Money(p.Amount))
 	case schema.TypeReserved:
 		var p schema.Reserved
 		if err := ev.Decode(ev.Type, schema.LedgerVersion, &p); err != nil {
 			return false, err
 		}
-		held, err := s.Reservations[p.CallID].Add(rating.Money(p.Amount))
+		held, err := s.Reservations[p.CallID].Add(schema.Money(p.Amount))
 		if err != nil {
 			return false, err
 		}
-		reserved, err := s.Reserved.Add(rating.Money(p.Amount))
+		reserved, err := s.Reserved.Add(schema.Money(p.Amount))
 		if err != nil {
 			return false, err
 		}
 		if s.Reservations == nil {
-			s.Reservations = map[string]rating.Money{}
+			s.Reservations = map[string]schema.Money{}
 		}
 		s.Reservations[p.CallID], s.Reserved = held, reserved
 		return true, nil
@@ -149,7 +148,7 @@ func (s *state) applyPayload(ev schema.Envelope) (bool, error) {
 			return false, nil
 		}
 		// A release gives back at most what the call holds.
-		amount := min(rating.Money(p.Amount), held)
+		amount := min(schema.Money(p.Amount), held)
 		if amount >= held {
 			delete(s.Reservations, p.CallID)
 		} else {
@@ -162,13 +161,13 @@ func (s *state) applyPayload(ev schema.Envelope) (bool, error) {
 		if err := ev.Decode(ev.Type, schema.LedgerVersion, &p); err != nil {
 			return false, err
 		}
-		s.CreditLimit = rating.Money(p.CreditLimit)
+		s.CreditLimit = schema.Money(p.CreditLimit)
 		return true, nil
 	}
 	return false, fmt.Errorf("event type %q: %w", ev.Type, schema.ErrUnknownVersion)
 }
 
-func (s *state) addOnce(key string, amount rating.Money) (bool, error) {
+func (s *state) addOnce(key string, amount schema.Money) (bool, error) {
 	if s.has(key) {
 		return false, nil
 	}
@@ -179,7 +178,7 @@ func (s *state) addOnce(key string, amount rating.Money) (bool, error) {
 	return true, nil
 }
 
-func (s *state) add(amount rating.Money) (bool, error) {
+func (s *state) add(amount schema.Money) (bool, error) {
 	b, err := s.Balance.Balance.Add(amount)
 	if err != nil {
 		return false, err

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/carrier-core/carrier/rating"
 	"github.com/carrier-core/carrier/schema"
 )
 
@@ -123,7 +122,7 @@ type Receipt struct {
 
 // Open opens an account's ledger. A postpaid account may go down to minus
 // creditLimit; a prepaid one has no credit limit.
-func (l *Ledger) Open(ctx context.Context, account string, kind schema.AccountKind, currency string, creditLimit rating.Money) (Receipt, error) {
+func (l *Ledger) Open(ctx context.Context, account string, kind schema.AccountKind, currency string, creditLimit schema.Money) (Receipt, error) {
 	if _, err := schema.ParseAccountKind(string(kind)); err != nil {
 		return Receipt{}, fmt.Errorf("open %s: %w: %w", account, err, ErrInvalid)
 	}
@@ -143,7 +142,7 @@ func (l *Ledger) Open(ctx context.Context, account string, kind schema.AccountKi
 
 // Credit tops the account up by amount. The reference (payment or invoice
 // id) is unique per account: a reused one is ErrDuplicateReference.
-func (l *Ledger) Credit(ctx context.Context, account string, amount rating.Money, reference string) (Receipt, error) {
+func (l *Ledger) Credit(ctx context.Context, account string, amount schema.Money, reference string) (Receipt, error) {
 	if amount <= 0 {
 		return Receipt{}, fmt.Errorf("credit %s: amount %s: want more than 0: %w", account, amount, ErrInvalid)
 	}
@@ -161,7 +160,7 @@ func (l *Ledger) Credit(ctx context.Context, account string, amount rating.Money
 // Debit charges the account amount for the rated CDR cdrID. A CDR already
 // debited is a no-op (Receipt.Duplicate), however late it comes again.
 // A debit is never refused for lack of funds: the call happened.
-func (l *Ledger) Debit(ctx context.Context, account string, amount rating.Money, cdrID string) (Receipt, error) {
+func (l *Ledger) Debit(ctx context.Context, account string, amount schema.Money, cdrID string) (Receipt, error) {
 	if amount < 0 {
 		return Receipt{}, fmt.Errorf("debit %s: amount %s: want 0 or more: %w", account, amount, ErrInvalid)
 	}
@@ -180,7 +179,7 @@ func (l *Ledger) Debit(ctx context.Context, account string, amount rating.Money,
 // on top of what the call holds already. It fails with
 // ErrInsufficientFunds when the available credit (for postpaid: down to
 // the credit limit) is less than amount.
-func (l *Ledger) Reserve(ctx context.Context, account, callID string, amount rating.Money) (Receipt, error) {
+func (l *Ledger) Reserve(ctx context.Context, account, callID string, amount schema.Money) (Receipt, error) {
 	if amount <= 0 {
 		return Receipt{}, fmt.Errorf("reserve %s: amount %s: want more than 0: %w", account, amount, ErrInvalid)
 	}
@@ -212,7 +211,7 @@ func (l *Ledger) Release(ctx context.Context, account, callID string) (Receipt, 
 
 // Adjust corrects the balance by a signed amount, for a reason an auditor
 // can read.
-func (l *Ledger) Adjust(ctx context.Context, account string, amount rating.Money, reason string) (Receipt, error) {
+func (l *Ledger) Adjust(ctx context.Context, account string, amount schema.Money, reason string) (Receipt, error) {
 	if amount == 0 {
 		return Receipt{}, fmt.Errorf("adjust %s: amount 0 changes nothing: %w", account, ErrInvalid)
 	}
@@ -226,7 +225,7 @@ func (l *Ledger) Adjust(ctx context.Context, account string, amount rating.Money
 
 // SetCreditLimit changes a postpaid account's credit limit. Setting the
 // limit it has is a no-op.
-func (l *Ledger) SetCreditLimit(ctx context.Context, account string, limit rating.Money) (Receipt, error) {
+func (l *Ledger) SetCreditLimit(ctx context.Context, account string, limit schema.Money) (Receipt, error) {
 	if limit < 0 {
 		return Receipt{}, fmt.Errorf("credit limit of %s: %s: want 0 or more: %w", account, limit, ErrInvalid)
 	}

@@ -15,12 +15,11 @@ import (
 
 	"github.com/carrier-core/carrier/eventlog"
 	"github.com/carrier-core/carrier/ledger"
-	"github.com/carrier-core/carrier/rating"
 	"github.com/carrier-core/carrier/schema"
 	"github.com/carrier-core/carrier/tools/testkit"
 )
 
-func money(s string) rating.Money { return rating.MustParseMoney(s) }
+func money(s string) schema.Money { return schema.MustParseMoney(s) }
 
 func newLedger(t testing.TB, n *testkit.NATS) (*ledger.Ledger, jetstream.JetStream) {
 	t.Helper()
@@ -53,7 +52,7 @@ func must(t testing.TB) func(ledger.Receipt, error) ledger.Receipt {
 
 // checkAgree fails unless the projection, the fold of the log and a
 // rebuilt projection all say want.
-func checkAgree(t *testing.T, ctx context.Context, l *ledger.Ledger, account string, want rating.Money) ledger.Balance {
+func checkAgree(t *testing.T, ctx context.Context, l *ledger.Ledger, account string, want schema.Money) ledger.Balance {
 	t.Helper()
 	proj, err := l.Balance(ctx, account)
 	if err != nil {
@@ -80,11 +79,11 @@ func TestFoldAndProjectionAgree(t *testing.T) {
 
 	must(t)(l.Open(ctx, "pre", schema.Prepaid, "EUR", 0))
 	must(t)(l.Open(ctx, "post", schema.Postpaid, "USD", money("50")))
-	want := map[string]rating.Money{}
-	held := map[string]map[string]rating.Money{"pre": {}, "post": {}}
+	want := map[string]schema.Money{}
+	held := map[string]map[string]schema.Money{"pre": {}, "post": {}}
 	for i := range 300 {
 		acct := []string{"pre", "post"}[rng.IntN(2)]
-		amount := rating.Money(rng.Int64N(int64(5*rating.Unit))) + 1
+		amount := schema.Money(rng.Int64N(int64(5*schema.Unit))) + 1
 		switch op := rng.IntN(6); op {
 		case 0:
 			must(t)(l.Credit(ctx, acct, amount, fmt.Sprintf("pay-%d", i)))
@@ -120,7 +119,7 @@ func TestFoldAndProjectionAgree(t *testing.T) {
 	}
 	for acct, w := range want {
 		b := checkAgree(t, ctx, l, acct, w)
-		var reserved rating.Money
+		var reserved schema.Money
 		for _, h := range held[acct] {
 			reserved += h
 		}
@@ -197,7 +196,7 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
-		total rating.Money
+		total schema.Money
 		errs  []error
 	)
 	for w, l := range writers {
@@ -206,9 +205,9 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				rng := rand.New(rand.NewPCG(uint64(w), uint64(g)))
-				var sum rating.Money
+				var sum schema.Money
 				for i := range perWriter {
-					amount := rating.Money(rng.Int64N(int64(rating.Unit))) + 1
+					amount := schema.Money(rng.Int64N(int64(schema.Unit))) + 1
 					var err error
 					if i%2 == 0 {
 						_, err = l.Credit(ctx, "acme", amount, fmt.Sprintf("w%d-g%d-%d", w, g, i))

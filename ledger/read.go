@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/carrier-core/carrier/rating"
 	"github.com/carrier-core/carrier/schema"
 )
 
@@ -203,11 +202,11 @@ type Entry struct {
 	// Amount is the event's amount as it moves the balance (a debit is
 	// negative); for reservations, releases and credit limits it is the
 	// amount held, given back or allowed.
-	Amount rating.Money `json:"amount"`
+	Amount schema.Money `json:"amount"`
 	// Reference is the top-up reference, debited CDR, call id or reason.
 	Reference string       `json:"reference,omitempty"`
-	Balance   rating.Money `json:"balance"`
-	Available rating.Money `json:"available"`
+	Balance   schema.Money `json:"balance"`
+	Available schema.Money `json:"available"`
 	// Ignored: the fold skipped the event, a repeat of a reference or CDR
 	// that was applied before.
 	Ignored bool `json:"ignored,omitempty"`
@@ -246,36 +245,36 @@ func (l *Ledger) History(ctx context.Context, account string, from, to time.Time
 
 // describe is an event's amount and reference for History; the event was
 // decoded once by the fold, so errors cannot happen here.
-func describe(ev schema.Envelope) (rating.Money, string) {
+func describe(ev schema.Envelope) (schema.Money, string) {
 	switch ev.Type {
 	case schema.TypeAccountOpened:
 		var p schema.AccountOpened
 		_ = json.Unmarshal(ev.Data, &p)
-		return rating.Money(p.CreditLimit), string(p.Kind) + " " + p.Currency
+		return schema.Money(p.CreditLimit), string(p.Kind) + " " + p.Currency
 	case schema.TypeCredited:
 		var p schema.Credited
 		_ = json.Unmarshal(ev.Data, &p)
-		return rating.Money(p.Amount), p.Reference
+		return schema.Money(p.Amount), p.Reference
 	case schema.TypeDebited:
 		var p schema.Debited
 		_ = json.Unmarshal(ev.Data, &p)
-		return -rating.Money(p.Amount), p.CDR
+		return -schema.Money(p.Amount), p.CDR
 	case schema.TypeReserved:
 		var p schema.Reserved
 		_ = json.Unmarshal(ev.Data, &p)
-		return rating.Money(p.Amount), p.CallID
+		return schema.Money(p.Amount), p.CallID
 	case schema.TypeReleased:
 		var p schema.Released
 		_ = json.Unmarshal(ev.Data, &p)
-		return rating.Money(p.Amount), p.CallID
+		return schema.Money(p.Amount), p.CallID
 	case schema.TypeAdjusted:
 		var p schema.Adjusted
 		_ = json.Unmarshal(ev.Data, &p)
-		return rating.Money(p.Amount), p.Reason
+		return schema.Money(p.Amount), p.Reason
 	case schema.TypeCreditLimitChanged:
 		var p schema.CreditLimitChanged
 		_ = json.Unmarshal(ev.Data, &p)
-		return rating.Money(p.CreditLimit), ""
+		return schema.Money(p.CreditLimit), ""
 	}
 	return 0, ""
 }

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/carrier-core/carrier/schema"
 )
 
 func TestAuthorize(t *testing.T) {
@@ -30,18 +32,18 @@ func TestAuthorize(t *testing.T) {
 		{"49001", time.Date(2026, 12, 25, 10, 0, 0, 0, berlin), "0", time.Hour, 3600, "0"}, // free: the limit ends it
 		{"496012345", off, "1000", 10 * time.Minute, 600, "0.6"},
 	} {
-		a, err := d.Authorize(c.number, c.at, MustParseMoney(c.amount), c.limit)
-		if err != nil || a.Seconds != c.secs || a.Cost != MustParseMoney(c.cost) {
+		a, err := d.Authorize(c.number, c.at, schema.MustParseMoney(c.amount), c.limit)
+		if err != nil || a.Seconds != c.secs || a.Cost != schema.MustParseMoney(c.cost) {
 			t.Errorf("Authorize(%s, %s, %s) = %d s for %s, %v; want %d s for %s", c.number, c.at, c.amount, a.Seconds, a.Cost, err, c.secs, c.cost)
 		}
 	}
-	if _, err := d.Authorize("496012345", off, MustParseMoney("0.05"), 0); !errors.Is(err, ErrInsufficientCredit) {
+	if _, err := d.Authorize("496012345", off, schema.MustParseMoney("0.05"), 0); !errors.Is(err, ErrInsufficientCredit) {
 		t.Errorf("0.05 for a 0.06 first increment: %v", err)
 	}
-	if _, err := d.Authorize("4920777", off, MustParseMoney("0.20"), 0); !errors.Is(err, ErrInsufficientCredit) {
+	if _, err := d.Authorize("4920777", off, schema.MustParseMoney("0.20"), 0); !errors.Is(err, ErrInsufficientCredit) {
 		t.Errorf("0.20 for fee 0.15 + first minute 0.06: %v", err)
 	}
-	if _, err := d.Authorize("33", off, MustParseMoney("1"), 0); !errors.Is(err, ErrNoRate) {
+	if _, err := d.Authorize("33", off, schema.MustParseMoney("1"), 0); !errors.Is(err, ErrNoRate) {
 		t.Errorf("no rate: %v", err)
 	}
 }
@@ -56,7 +58,7 @@ func TestAuthorizeIsTight(t *testing.T) {
 	for range 500 {
 		number := numbers[rng.IntN(len(numbers))]
 		at := start.Add(time.Duration(rng.Int64N(7*24*3600)) * time.Second)
-		amount := Money(rng.Int64N(int64(20 * Unit)))
+		amount := schema.Money(rng.Int64N(int64(20 * schema.Unit)))
 		a, err := d.Authorize(number, at, amount, 0)
 		if errors.Is(err, ErrInsufficientCredit) {
 			q, _ := d.Quote(number, at, time.Second)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/carrier-core/carrier/schema"
 )
 
 // bigDeck is a generated deck CSV of a million distinct prefixes of 3 to
@@ -62,7 +64,13 @@ func perSecond(b *testing.B) int64 {
 	return int64(b.N) * int64(time.Second) / max(int64(b.Elapsed()), 1)
 }
 
-func pow10u(n int) uint64 { return uint64(pow10(n)) }
+func pow10u(n int) uint64 {
+	p := uint64(1)
+	for range n {
+		p *= 10
+	}
+	return p
+}
 
 func loadBig(b *testing.B) (*Deck, []string) {
 	b.Helper()
@@ -222,7 +230,7 @@ func BenchmarkQuoteBands(b *testing.B) {
 func BenchmarkAuthorize(b *testing.B) {
 	d, numbers := loadBig(b)
 	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	amount := MustParseMoney("5.00")
+	amount := schema.MustParseMoney("5.00")
 	i := 0
 	for b.Loop() {
 		if _, err := d.Authorize(numbers[i&(len(numbers)-1)], at, amount, 4*time.Hour); err != nil && !errors.Is(err, ErrInsufficientCredit) {

@@ -8,6 +8,8 @@ import (
 	"maps"
 	"sync/atomic"
 	"time"
+
+	"github.com/carrier-core/carrier/schema"
 )
 
 // bookKeepBack is how far back a Book keeps superseded versions: a CDR
@@ -130,7 +132,7 @@ func (s *Store) refresh(ctx context.Context, log *slog.Logger, b *Book, plan str
 
 // Authorize answers the prepaid admission question for an account on
 // plan: the deck in force at at, then Deck.Authorize.
-func (b *Book) Authorize(plan, number string, at time.Time, amount Money, limit time.Duration) (Authorization, PlanInfo, error) {
+func (b *Book) Authorize(plan, number string, at time.Time, amount schema.Money, limit time.Duration) (Authorization, PlanInfo, error) {
 	d, info, ok := b.DeckAt(plan, at)
 	if !ok {
 		return Authorization{}, PlanInfo{}, fmt.Errorf("plan %q at %s: %w", plan, at.UTC().Format(time.RFC3339), ErrUnknownPlan)

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/carrier-core/carrier/schema"
 )
 
 // Validation errors; a *DeckError wraps them line by line, so
@@ -113,13 +115,13 @@ func (e *DeckError) add(line int, col string, err error) {
 
 // Rounding is how a call's exact charge becomes the amount billed.
 type Rounding struct {
-	Decimals int          `json:"decimals"` // 0..9
-	Mode     RoundingMode `json:"mode"`
+	Decimals int                 `json:"decimals"` // 0..9
+	Mode     schema.RoundingMode `json:"mode"`
 }
 
 // DefaultRounding bills to 4 decimals, rounding up: the precision
 // wholesale invoices use, and no call is ever billed below its exact price.
-var DefaultRounding = Rounding{Decimals: 4, Mode: RoundUp}
+var DefaultRounding = Rounding{Decimals: 4, Mode: schema.RoundUp}
 
 // Config is how a deck file is read.
 type Config struct {
@@ -134,17 +136,17 @@ type Config struct {
 // What a lookup reads (key, dates, band, rate) comes first, so that it
 // mostly touches one cache line.
 type row struct {
-	key       uint64 // prefixKey
-	from, to  int64  // effective [from, to) in Unix seconds
-	rate      Money  // per minute
+	key       uint64       // prefixKey
+	from, to  int64        // effective [from, to) in Unix seconds
+	rate      schema.Money // per minute
 	band      uint8
 	first     uint32 // seconds
 	next      uint32
 	min       uint32
-	tierAfter uint32 // seconds; 0 = no tier
-	dest      uint32 // index into Deck.dests
-	fee       Money  // connection fee
-	tierRate  Money  // per minute from tierAfter on
+	tierAfter uint32       // seconds; 0 = no tier
+	dest      uint32       // index into Deck.dests
+	fee       schema.Money // connection fee
+	tierRate  schema.Money // per minute from tierAfter on
 	line      uint32
 }
 
@@ -191,7 +193,7 @@ func ReadDeck(r io.Reader, cfg Config) (*Deck, error) {
 	if cfg.Rounding != nil {
 		rounding = *cfg.Rounding
 	}
-	if rounding.Decimals < 0 || rounding.Decimals > scaleDigits {
+	if rounding.Decimals < 0 || rounding.Decimals > schema.MoneyDecimals {
 		return nil, fmt.Errorf("rounding to %d decimals: want 0 to 9", rounding.Decimals)
 	}
 	cr := csv.NewReader(r)
@@ -340,7 +342,7 @@ func (p *rowParser) parse(rec []string, line int, derr *DeckError) (row, bool) {
 	if dest == "" {
 		bad(ColDestination, errors.New("empty destination name"))
 	}
-	price := func(col string, i int, required bool) Money {
+	price := func(col string, i int, required bool) schema.Money {
 		s := field(rec, i)
 		if s == "" {
 			if required {
@@ -348,7 +350,7 @@ func (p *rowParser) parse(rec []string, line int, derr *DeckError) (row, bool) {
 			}
 			return 0
 		}
-		m, err := ParseMoney(s)
+		m, err := schema.ParseMoney(s)
 		switch {
 		case err != nil:
 			bad(col, fmt.Errorf("%w: %w", ErrBadPrice, err))

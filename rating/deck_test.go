@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/carrier-core/carrier/schema"
 )
 
 const header = "prefix,destination,rate,connect_fee,first_increment,next_increment,min_duration,band,tier_after,tier_rate,effective_from,effective_to\n"
@@ -101,7 +103,7 @@ func TestReadDeckHeader(t *testing.T) {
 	// Columns in any order, optional ones absent, comments allowed.
 	d := mustDeck(t, "# minimal\nnext_increment,rate,prefix,first_increment,destination\n6,0.0123,4420,30,UK London\n", Config{})
 	r, err := d.Lookup("+442071234567", time.Now())
-	if err != nil || r.Prefix != "4420" || r.PerMinute != MustParseMoney("0.0123") || r.FirstIncrement != 30 || r.NextIncrement != 6 {
+	if err != nil || r.Prefix != "4420" || r.PerMinute != schema.MustParseMoney("0.0123") || r.FirstIncrement != 30 || r.NextIncrement != 6 {
 		t.Errorf("lookup = %+v, %v", r, err)
 	}
 }
@@ -137,7 +139,7 @@ func TestLookupLongestPrefixDatesBands(t *testing.T) {
 		{"44123456789012345678", mon10, "44", "0.02"}, // longer than 16 digits
 	} {
 		r, err := d.Lookup(c.num, c.at)
-		if err != nil || r.Prefix != c.prefix || r.PerMinute != MustParseMoney(c.rate) {
+		if err != nil || r.Prefix != c.prefix || r.PerMinute != schema.MustParseMoney(c.rate) {
 			t.Errorf("Lookup(%s, %s) = %s %s, %v; want %s %s", c.num, c.at, r.Prefix, r.PerMinute, err, c.prefix, c.rate)
 		}
 	}
@@ -216,7 +218,7 @@ func FuzzReadDeck(f *testing.F) {
 			if err != nil || got.Prefix != r.Prefix {
 				t.Fatalf("rate %+v: lookup of its prefix = %+v, %v", r, got, err)
 			}
-			if _, err := d.Quote(r.Prefix, at, 61*time.Second); err != nil && !errors.Is(err, ErrOverflow) {
+			if _, err := d.Quote(r.Prefix, at, 61*time.Second); err != nil && !errors.Is(err, schema.ErrOverflow) {
 				t.Fatalf("quote %s: %v", r.Prefix, err)
 			}
 			return true

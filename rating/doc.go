@@ -3,8 +3,9 @@
 //
 // # Money
 //
-// Money is an int64 of nano-units (10⁻⁹ of the currency unit). Amounts
-// are parsed from and printed as decimal strings; no float is used.
+// Money is schema.Money, an int64 of nano-units (10⁻⁹ of the currency
+// unit). Amounts are parsed from and printed as decimal strings; no float
+// is used.
 //
 // # Deck file
 //
@@ -63,5 +64,5 @@
 // A Book follows the bucket so running processes switch without a restart.
 //
 // Arithmetic is checked: a price that does not fit in a Money is
-// ErrOverflow, never a wrapped number.
+// schema.ErrOverflow, never a wrapped number.
 package rating

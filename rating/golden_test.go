@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/carrier-core/carrier/schema"
 )
 
 // goldenDeck reads testdata/golden_deck.csv once per rounding.
@@ -43,7 +45,7 @@ func parseRounding(t *testing.T, s string) Rounding {
 	t.Helper()
 	dec, mode, ok := strings.Cut(s, "/")
 	n, err := strconv.Atoi(dec)
-	m, err2 := ParseRoundingMode(mode)
+	m, err2 := schema.ParseRoundingMode(mode)
 	if !ok || err != nil || err2 != nil {
 		t.Fatalf("rounding %q", s)
 	}
@@ -90,8 +92,8 @@ func TestGolden(t *testing.T) {
 			q, err := d.Quote(get("number"), answer, time.Duration(ms)*time.Millisecond)
 			switch want := get("error"); want {
 			case "overflow":
-				if !errors.Is(err, ErrOverflow) {
-					t.Fatalf("err = %v, want ErrOverflow (%s)", err, get("how"))
+				if !errors.Is(err, schema.ErrOverflow) {
+					t.Fatalf("err = %v, want schema.ErrOverflow (%s)", err, get("how"))
 				}
 				return
 			case "no rate":
@@ -107,7 +109,7 @@ func TestGolden(t *testing.T) {
 				t.Fatalf("unknown error column %q", want)
 			}
 			billed, _ := strconv.ParseInt(get("billed_s"), 10, 64)
-			exact, total := MustParseMoney(get("exact")), MustParseMoney(get("total"))
+			exact, total := schema.MustParseMoney(get("exact")), schema.MustParseMoney(get("total"))
 			if q.Billed != billed || q.Exact != exact || q.Total != total {
 				t.Errorf("billed %d exact %s total %s; want %d %s %s (%s)\nsegments %+v",
 					q.Billed, q.Exact, q.Total, billed, exact, total, get("how"), q.Segments)
@@ -127,7 +129,7 @@ func TestGolden(t *testing.T) {
 }
 
 // TestQuoteLongestCalls: the longest durations a time.Duration holds give
-// an exact price or ErrOverflow, never a wrapped number.
+// an exact price or schema.ErrOverflow, never a wrapped number.
 func TestQuoteLongestCalls(t *testing.T) {
 	d := goldenDeck(t, DefaultRounding)
 	at := time.Date(2026, 11, 23, 20, 0, 0, 0, time.UTC)
@@ -135,11 +137,11 @@ func TestQuoteLongestCalls(t *testing.T) {
 	// the whole seconds a Duration holds) cost 9223372036*205000 nano =
 	// 1890791.26738 exactly.
 	q, err := d.Quote("4911555", at, 9223372036*time.Second)
-	if err != nil || q.Billed != 9223372036 || q.Exact != MustParseMoney("1890791.26738") {
+	if err != nil || q.Billed != 9223372036 || q.Exact != schema.MustParseMoney("1890791.26738") {
 		t.Fatalf("1/1 for 292 years: %d s %s, %v", q.Billed, q.Exact, err)
 	}
 	// A Duration's last fraction of a second rounds up past that: refused.
-	if _, err := d.Quote("4911555", at, time.Duration(math.MaxInt64)); !errors.Is(err, ErrOverflow) {
-		t.Fatalf("MaxInt64 ns: %v, want ErrOverflow", err)
+	if _, err := d.Quote("4911555", at, time.Duration(math.MaxInt64)); !errors.Is(err, schema.ErrOverflow) {
+		t.Fatalf("MaxInt64 ns: %v, want schema.ErrOverflow", err)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/carrier-core/carrier/schema"
 )
 
 var (
@@ -141,19 +143,19 @@ func (d *Deck) Rounding() Rounding { return d.rounding }
 
 // Rate is one deck row as an operator reads it.
 type Rate struct {
-	Prefix         string    `json:"prefix"`
-	Destination    string    `json:"destination"`
-	Band           string    `json:"band,omitempty"` // "" is the default band
-	PerMinute      Money     `json:"rate"`
-	ConnectFee     Money     `json:"connect_fee"`
-	FirstIncrement int       `json:"first_increment"` // seconds
-	NextIncrement  int       `json:"next_increment"`
-	MinDuration    int       `json:"min_duration"`
-	TierAfter      int       `json:"tier_after,omitempty"` // seconds; 0 when the rate has no tier
-	TierRate       Money     `json:"tier_rate,omitzero"`   // per minute from TierAfter on
-	EffectiveFrom  time.Time `json:"effective_from,omitzero"`
-	EffectiveTo    time.Time `json:"effective_to,omitzero"` // zero: open-ended
-	Line           int       `json:"line"`                  // line in the imported file
+	Prefix         string       `json:"prefix"`
+	Destination    string       `json:"destination"`
+	Band           string       `json:"band,omitempty"` // "" is the default band
+	PerMinute      schema.Money `json:"rate"`
+	ConnectFee     schema.Money `json:"connect_fee"`
+	FirstIncrement int          `json:"first_increment"` // seconds
+	NextIncrement  int          `json:"next_increment"`
+	MinDuration    int          `json:"min_duration"`
+	TierAfter      int          `json:"tier_after,omitempty"` // seconds; 0 when the rate has no tier
+	TierRate       schema.Money `json:"tier_rate,omitzero"`   // per minute from TierAfter on
+	EffectiveFrom  time.Time    `json:"effective_from,omitzero"`
+	EffectiveTo    time.Time    `json:"effective_to,omitzero"` // zero: open-ended
+	Line           int          `json:"line"`                  // line in the imported file
 }
 
 func (d *Deck) rate(r *row) Rate {
@@ -258,7 +260,7 @@ func (d *Deck) Lookup(number string, at time.Time) (Rate, error) {
 
 // LookupPrefix is the allocation-free core of Lookup for hot paths: the
 // matched prefix length and per-minute rate.
-func (d *Deck) LookupPrefix(number string, at time.Time) (prefixLen int, perMinute Money, err error) {
+func (d *Deck) LookupPrefix(number string, at time.Time) (prefixLen int, perMinute schema.Money, err error) {
 	nk, err := parseNumber(number)
 	if err != nil {
 		return 0, 0, err

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/carrier-core/carrier/schema"
 )
 
 // ErrInsufficientCredit: the amount does not buy the call's first billed
@@ -13,13 +15,13 @@ var ErrInsufficientCredit = errors.New("insufficient credit")
 
 // Segment is a stretch of billed seconds priced at one rate.
 type Segment struct {
-	Offset    int64  `json:"offset_s"`       // first billed second, counted from answer
-	Seconds   int64  `json:"seconds"`        // billed seconds in the segment
-	Band      string `json:"band,omitempty"` // band in force ("" default)
-	Prefix    string `json:"prefix"`         // prefix whose rate priced it
-	Tier      bool   `json:"tier,omitempty"` // priced at the rate's tier rate
-	PerMinute Money  `json:"rate"`
-	Charge    Money  `json:"charge"` // PerMinute·Seconds/60, rounded up to the nano-unit
+	Offset    int64        `json:"offset_s"`       // first billed second, counted from answer
+	Seconds   int64        `json:"seconds"`        // billed seconds in the segment
+	Band      string       `json:"band,omitempty"` // band in force ("" default)
+	Prefix    string       `json:"prefix"`         // prefix whose rate priced it
+	Tier      bool         `json:"tier,omitempty"` // priced at the rate's tier rate
+	PerMinute schema.Money `json:"rate"`
+	Charge    schema.Money `json:"charge"` // PerMinute·Seconds/60, rounded up to the nano-unit
 }
 
 // Quote is the exact price of one call and how it was reached.
@@ -32,13 +34,13 @@ type Quote struct {
 	Duration    time.Duration `json:"duration_ns"`
 	Seconds     int64         `json:"seconds"`  // Duration rounded up to whole seconds
 	Billed      int64         `json:"billed_s"` // Seconds after minimum and increments
-	ConnectFee  Money         `json:"connect_fee"`
+	ConnectFee  schema.Money  `json:"connect_fee"`
 	First       int           `json:"first_increment"` // increments and minimum of the rate at answer
 	Next        int           `json:"next_increment"`
 	MinDuration int           `json:"min_duration"`
 	Segments    []Segment     `json:"segments"`
-	Exact       Money         `json:"exact"` // ConnectFee + Σ Segment.Charge
-	Total       Money         `json:"total"` // Exact rounded per Rounding: what is billed
+	Exact       schema.Money  `json:"exact"` // ConnectFee + Σ Segment.Charge
+	Total       schema.Money  `json:"total"` // Exact rounded per Rounding: what is billed
 	Rounding    Rounding      `json:"rounding"`
 }
 
@@ -102,7 +104,7 @@ func (d *Deck) price(q *Quote, nk *numberKeys, start *row, billed int64) error {
 	q.ConnectFee, q.First, q.Next, q.MinDuration = start.fee, int(start.first), int(start.next), int(start.min)
 	q.Segments = q.Segments[:0]
 	if billed > maxBilled {
-		return fmt.Errorf("%s: %d billed seconds is longer than %d: %w", q.Number, billed, maxBilled, ErrOverflow)
+		return fmt.Errorf("%s: %d billed seconds is longer than %d: %w", q.Number, billed, maxBilled, schema.ErrOverflow)
 	}
 	eff := q.Answer.Unix()
 	exact := start.fee
@@ -152,7 +154,7 @@ func (d *Deck) price(q *Quote, nk *numberKeys, start *row, billed int64) error {
 
 // addSeconds appends secs billed seconds, merging with the last segment
 // when nothing changed (a timetable edge that did not change the band).
-func (q *Quote) addSeconds(d *Deck, r *row, band uint8, tier bool, perMin Money, offset, secs int64) error {
+func (q *Quote) addSeconds(d *Deck, r *row, band uint8, tier bool, perMin schema.Money, offset, secs int64) error {
 	bandName, prefix := d.tt.bands[band], keyString(r.key)
 	if n := len(q.Segments); n > 0 {
 		last := &q.Segments[n-1]
@@ -178,9 +180,9 @@ func (q *Quote) addSeconds(d *Deck, r *row, band uint8, tier bool, perMin Money,
 
 // Authorization is what an amount buys on a call.
 type Authorization struct {
-	Rate    Rate  // the rate at answer
-	Seconds int64 // longest billed duration the amount pays for, on the increment grid
-	Cost    Money // billed total of a call of Seconds
+	Rate    Rate         // the rate at answer
+	Seconds int64        // longest billed duration the amount pays for, on the increment grid
+	Cost    schema.Money // billed total of a call of Seconds
 }
 
 // Authorize says how long a call to number starting at at may last for
@@ -190,7 +192,7 @@ type Authorization struct {
 // earlier costs no more. limit caps the answer (a free destination would
 // otherwise buy for ever); 0 means 24 hours. ErrInsufficientCredit when
 // the amount does not buy the first increment.
-func (d *Deck) Authorize(number string, at time.Time, amount Money, limit time.Duration) (Authorization, error) {
+func (d *Deck) Authorize(number string, at time.Time, amount schema.Money, limit time.Duration) (Authorization, error) {
 	if limit <= 0 {
 		limit = 24 * time.Hour
 	}
@@ -206,7 +208,7 @@ func (d *Deck) Authorize(number string, at time.Time, amount Money, limit time.D
 	first, next, minimum := int64(start.first), int64(start.next), int64(start.min)
 	grid := func(n int64) int64 { return max(first+n*next, minimum) }
 	q := Quote{Number: number, Answer: at, Rounding: d.rounding}
-	cost := func(billed int64) (Money, error) {
+	cost := func(billed int64) (schema.Money, error) {
 		if err := d.price(&q, &nk, start, billed); err != nil {
 			return 0, err
 		}

@@ -200,7 +200,7 @@ func (r *Rater) Rate(ctx context.Context, c schema.CDR) (schema.RatedCDR, error)
 	}
 	if !answered {
 		// Nothing to charge; name the destination when the plan can.
-		zero := Money(0).String()
+		zero := schema.Money(0).String()
 		rc.Status, rc.SellCost, rc.BuyCost, rc.Margin = schema.StatusRated, zero, zero, zero
 		if ok && acct.SellPlan != "" {
 			leg, err := r.lookup(ctx, acct.SellPlan, callee(c), schema.FromMillis(c.InviteAt))
@@ -237,7 +237,7 @@ func (r *Rater) Rate(ctx context.Context, c schema.CDR) (schema.RatedCDR, error)
 	}
 	switch {
 	case buy.plan == "":
-		rc.BuyCost, rc.Margin = Money(0).String(), rc.SellCost
+		rc.BuyCost, rc.Margin = schema.Money(0).String(), rc.SellCost
 	case buy.reason.code != "":
 		rc.BuyReason = buy.reason.code
 	default:
@@ -266,7 +266,7 @@ type unpriced struct{ code, detail string }
 type pricedLeg struct {
 	plan   string
 	leg    *schema.RatedLeg
-	cost   Money
+	cost   schema.Money
 	reason unpriced
 }
 
@@ -327,7 +327,7 @@ func (r *Rater) lookup(ctx context.Context, plan, number string, at time.Time) (
 	if err != nil {
 		return nil, nil
 	}
-	zero := Money(0).String()
+	zero := schema.Money(0).String()
 	return &schema.RatedLeg{
 		Plan: info.Plan, PlanVersion: info.Version, Prefix: rt.Prefix, Destination: rt.Destination,
 		Rate: rt.PerMinute.String(), ConnectFee: rt.ConnectFee.String(),
@@ -343,7 +343,7 @@ func quoteReason(err error) unpriced {
 		code = schema.UnratedNoRate
 	case errors.Is(err, ErrBadNumber):
 		code = schema.UnratedBadNumber
-	case errors.Is(err, ErrOverflow):
+	case errors.Is(err, schema.ErrOverflow):
 		code = schema.UnratedOutOfRange
 	}
 	return unpriced{code: code, detail: err.Error()}
@@ -510,7 +510,7 @@ type RerateSummary struct {
 	// their last rating (a rerate never refunds a call for want of a rate).
 	Unpriced int `json:"unpriced"`
 	// SellDelta is the sum of the corrections' SellDelta.
-	SellDelta Money `json:"sell_delta"`
+	SellDelta schema.Money `json:"sell_delta"`
 }
 
 // ErrBadRerate: the rerate's window or run is not usable.
@@ -574,15 +574,15 @@ func (r *Rater) Rerate(ctx context.Context, cfg RerateConfig) (RerateSummary, er
 }
 
 // sellDelta is next's sell cost minus prev's (0 when prev was unrated).
-func sellDelta(prev, next schema.RatedCDR) (Money, error) {
-	var old Money
+func sellDelta(prev, next schema.RatedCDR) (schema.Money, error) {
+	var old schema.Money
 	if prev.Status == schema.StatusRated && prev.SellCost != "" {
 		var err error
-		if old, err = ParseMoney(prev.SellCost); err != nil {
+		if old, err = schema.ParseMoney(prev.SellCost); err != nil {
 			return 0, fmt.Errorf("previous sell cost: %w", err)
 		}
 	}
-	cur, err := ParseMoney(next.SellCost)
+	cur, err := schema.ParseMoney(next.SellCost)
 	if err != nil {
 		return 0, fmt.Errorf("new sell cost: %w", err)
 	}

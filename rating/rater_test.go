@@ -475,7 +475,7 @@ func TestRerateCorrectsChangedPrices(t *testing.T) {
 	}
 	// berlin: 96 s at 0.0246 + 0.05 = 0.08936 → 0.0894, was 0.0697: +0.0197.
 	// later: was unrated, now 60 s at 0.0246 + 0.05 = 0.0746.
-	if sum.Read != 3 || sum.Calls != 2 || sum.Corrected != 2 || sum.Unchanged != 0 || sum.SellDelta != MustParseMoney("0.0943") {
+	if sum.Read != 3 || sum.Calls != 2 || sum.Corrected != 2 || sum.Unchanged != 0 || sum.SellDelta != schema.MustParseMoney("0.0943") {
 		t.Fatalf("rerate: %+v", sum)
 	}
 	ids, got := f.rated()

@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/carrier-core/carrier/schema"
 )
 
 // Bucket names are a contract with running raters: keep them stable.
@@ -73,7 +75,7 @@ type PlanInfo struct {
 
 // Spec is the PlanSpec the version was imported with.
 func (p PlanInfo) Spec() (PlanSpec, error) {
-	mode, err := ParseRoundingMode(p.Rounding)
+	mode, err := schema.ParseRoundingMode(p.Rounding)
 	if err != nil {
 		return PlanSpec{}, err
 	}

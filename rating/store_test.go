@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/carrier-core/carrier/schema"
 	"github.com/carrier-core/carrier/tools/testkit"
 )
 
@@ -55,13 +56,13 @@ func TestStoreImportVersionsAndRejects(t *testing.T) {
 	}
 
 	// A new version replaces the plan; the old one stays readable.
-	v2, _, err := s.Import(ctx, "retail", strings.NewReader(header+"49,Germany,0.05,,60,60,,,,,,\n"), PlanSpec{Rounding: &Rounding{Decimals: 2, Mode: RoundHalfEven}})
+	v2, _, err := s.Import(ctx, "retail", strings.NewReader(header+"49,Germany,0.05,,60,60,,,,,,\n"), PlanSpec{Rounding: &Rounding{Decimals: 2, Mode: schema.RoundHalfEven}})
 	if err != nil || v2.Version <= v1.Version {
 		t.Fatalf("v2 = %+v, %v", v2, err)
 	}
 	at := time.Date(2026, 11, 23, 19, 0, 0, 0, time.UTC)
 	d2, info, err := s.Load(ctx, "retail", 0)
-	if err != nil || info.Version != v2.Version || d2.Rounding() != (Rounding{2, RoundHalfEven}) {
+	if err != nil || info.Version != v2.Version || d2.Rounding() != (Rounding{2, schema.RoundHalfEven}) {
 		t.Fatalf("load current: %+v, %v", info, err)
 	}
 	if r, err := d2.Lookup("4960123", at); err != nil || r.Prefix != "49" {
@@ -72,7 +73,7 @@ func TestStoreImportVersionsAndRejects(t *testing.T) {
 		t.Fatalf("load v1: %+v, %v", info, err)
 	}
 	q, err := d1.Quote("49701", time.Date(2026, 11, 23, 6, 59, 0, 0, time.UTC), 90*time.Second)
-	if err != nil || q.Total != MustParseMoney("0.075") {
+	if err != nil || q.Total != schema.MustParseMoney("0.075") {
 		t.Fatalf("v1 quote (golden G45): %+v, %v", q, err)
 	}
 
@@ -157,14 +158,14 @@ func TestBookFollowsImports(t *testing.T) {
 		t.Fatal("unknown plan found")
 	}
 	// 4930 at 0.01/min, 60/60: 0.05 buys 5 minutes.
-	a, info, err := b.Authorize("retail", "4930123", time.Now(), MustParseMoney("0.05"), 0)
-	if err != nil || a.Seconds != 300 || a.Cost != MustParseMoney("0.05") || info.Version != v2.Version {
+	a, info, err := b.Authorize("retail", "4930123", time.Now(), schema.MustParseMoney("0.05"), 0)
+	if err != nil || a.Seconds != 300 || a.Cost != schema.MustParseMoney("0.05") || info.Version != v2.Version {
 		t.Fatalf("authorize: %+v %+v, %v", a, info, err)
 	}
-	if q, _, err := b.Quote("retail", "4930123", time.Now(), 61*time.Second); err != nil || q.Total != MustParseMoney("0.02") {
+	if q, _, err := b.Quote("retail", "4930123", time.Now(), 61*time.Second); err != nil || q.Total != schema.MustParseMoney("0.02") {
 		t.Fatalf("quote: %+v, %v", q, err)
 	}
-	if _, _, err := b.Authorize("nope", "4930123", time.Now(), Unit, 0); !errors.Is(err, ErrUnknownPlan) {
+	if _, _, err := b.Authorize("nope", "4930123", time.Now(), schema.Unit, 0); !errors.Is(err, ErrUnknownPlan) {
 		t.Fatalf("unknown plan: %v", err)
 	}
 }
@@ -202,7 +203,7 @@ func TestScheduledVersions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rateAt := func(d *Deck, at time.Time) Money {
+	rateAt := func(d *Deck, at time.Time) schema.Money {
 		t.Helper()
 		r, err := d.Lookup("4930", at)
 		if err != nil {
@@ -220,7 +221,7 @@ func TestScheduledVersions(t *testing.T) {
 		{switchAt, v2.Version, "0.04"},
 	} {
 		d, info, err := s.LoadAt(ctx, "retail", c.at)
-		if err != nil || info.Version != c.version || rateAt(d, c.at) != MustParseMoney(c.rate) {
+		if err != nil || info.Version != c.version || rateAt(d, c.at) != schema.MustParseMoney(c.rate) {
 			t.Fatalf("LoadAt(%s) = version %d, %v; want %d", c.at, info.Version, err, c.version)
 		}
 		for {

@@ -7,7 +7,7 @@ import (
 // Ledger events on the LEDGER stream, one subject per account
 // (LedgerSubject). An account's balance is the fold of its events in
 // stream order. Amounts are int64 nano-units of the account's currency
-// (10⁻⁹ of a euro or dollar), the scale of rating.Money, so that no
+// (10⁻⁹ of a euro or dollar), the scale of Money, so that no
 // float is ever involved; they are exact integers on the wire.
 const (
 	TypeAccountOpened      = "ledger.opened"

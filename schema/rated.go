@@ -59,7 +59,7 @@ const (
 // RatedCDR is a finished CDR with its price.
 //
 // Amounts are exact decimal strings in the account's currency ("0.0123",
-// as rating.Money prints them and rating.ParseMoney reads them), never
+// as Money prints them and ParseMoney reads them), never
 // JSON numbers: no reader can round them through a float. Empty means
 // not known.
 type RatedCDR struct {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/carrier-core/carrier/eventlog"
 	"github.com/carrier-core/carrier/ledger"
-	"github.com/carrier-core/carrier/rating"
 	"github.com/carrier-core/carrier/schema"
 )
 
@@ -79,7 +78,7 @@ currency of an open ledger cannot change.`,
 			if err != nil {
 				return fmt.Errorf("--kind: %w", err)
 			}
-			var limit rating.Money
+			var limit schema.Money
 			if creditLimit != "" {
 				if k != schema.Postpaid {
 					return errors.New("--credit-limit: only postpaid accounts have a credit limit")
@@ -255,7 +254,7 @@ func newAccountSetCmd(a *app) *cobra.Command {
 			if !f.Changed("name") && !f.Changed("plan") && !f.Changed("credit-limit") {
 				return errors.New("nothing to set: give --name, --plan or --credit-limit")
 			}
-			var limit rating.Money
+			var limit schema.Money
 			if f.Changed("credit-limit") {
 				var err error
 				if limit, err = parseAmount("--credit-limit", creditLimit); err != nil {
@@ -306,8 +305,8 @@ func newAccountSetCmd(a *app) *cobra.Command {
 }
 
 // parseAmount reads an exact decimal amount from a flag.
-func parseAmount(flag, v string) (rating.Money, error) {
-	m, err := rating.ParseMoney(v)
+func parseAmount(flag, v string) (schema.Money, error) {
+	m, err := schema.ParseMoney(v)
 	if err != nil {
 		return 0, fmt.Errorf("%s %q: want an exact decimal amount such as 10.50: %w", flag, v, err)
 	}

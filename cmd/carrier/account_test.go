@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/carrier-core/carrier/ledger"
-	"github.com/carrier-core/carrier/rating"
 	"github.com/carrier-core/carrier/schema"
 	"github.com/carrier-core/carrier/tools/testkit"
 )
@@ -46,7 +45,7 @@ func TestAccountCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(cli("account", "list", "-o", "json")), &views); err != nil {
 		t.Fatal(err)
 	}
-	if len(views) != 2 || views[0].ID != "acme" || views[1].Ledger == nil || views[1].Ledger.CreditLimit != rating.MustParseMoney("250.50") || views[1].SellPlan != "wholesale-us" {
+	if len(views) != 2 || views[0].ID != "acme" || views[1].Ledger == nil || views[1].Ledger.CreditLimit != schema.MustParseMoney("250.50") || views[1].SellPlan != "wholesale-us" {
 		t.Errorf("list: %+v", views)
 	}
 	if out := cli("account", "show", "bigco"); !strings.Contains(out, "postpaid") || !strings.Contains(out, "250.50") {
@@ -94,7 +93,7 @@ func TestBalanceCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(cli("balance", "history", "acme", "-o", "json")), &entries); err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 3 || entries[0].Type != schema.TypeAccountOpened || entries[1].Amount != rating.MustParseMoney("10.50") || entries[2].Balance != rating.MustParseMoney("10.375") {
+	if len(entries) != 3 || entries[0].Type != schema.TypeAccountOpened || entries[1].Amount != schema.MustParseMoney("10.50") || entries[2].Balance != schema.MustParseMoney("10.375") {
 		t.Errorf("history json: %+v", entries)
 	}
 	rows, err := csv.NewReader(strings.NewReader(cli("balance", "history", "acme", "-o", "csv"))).ReadAll()

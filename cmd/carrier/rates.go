@@ -47,7 +47,7 @@ func (s *planSettings) addFlags(cmd *cobra.Command) {
 }
 
 func (s *planSettings) spec() (rating.PlanSpec, error) {
-	mode, err := rating.ParseRoundingMode(s.rounding)
+	mode, err := schema.ParseRoundingMode(s.rounding)
 	if err != nil {
 		return rating.PlanSpec{}, fmt.Errorf("--rounding: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/carrier-core/carrier/rating"
+	"github.com/carrier-core/carrier/schema"
 	"github.com/carrier-core/carrier/tools/testkit"
 )
 
@@ -83,7 +84,7 @@ func TestRatesImportLookupQuote(t *testing.T) {
 	if err != nil || json.Unmarshal([]byte(out), &q) != nil {
 		t.Fatalf("quote: %v\n%s", err, out)
 	}
-	if q.Billed != 57600 || q.Total != rating.MustParseMoney("36") || len(q.Segments) != 3 || q.Rounding.Mode != rating.RoundUp {
+	if q.Billed != 57600 || q.Total != schema.MustParseMoney("36") || len(q.Segments) != 3 || q.Rounding.Mode != schema.RoundUp {
 		t.Fatalf("quote = %+v", q)
 	}
 	out, err = runRates(t, append([]string{"rates", "quote", "4930", "37", "--plan", "retail", "--at", "2026-11-23T20:00:00Z"}, plan...)...)

@@ -1,4 +1,4 @@
-package rating
+package schema
 
 import (
 	"errors"
@@ -93,39 +93,6 @@ func TestRound(t *testing.T) {
 	}
 }
 
-func TestChargeSeconds(t *testing.T) {
-	for _, c := range []struct {
-		rate string
-		secs int64
-		want string
-	}{
-		{"0.06", 60, "0.06"},
-		{"0.06", 1, "0.001"},
-		{"0.0123", 30, "0.00615"},
-		{"0.000000001", 1, "0.000000001"}, // 1/60 nano rounds up to 1
-		{"0.000000060", 1, "0.000000001"},
-		{"0.000000061", 1, "0.000000002"},
-		{"1", 86400 * 365, "525600"},
-	} {
-		got, err := chargeSeconds(MustParseMoney(c.rate), c.secs)
-		if err != nil || got != MustParseMoney(c.want) {
-			t.Errorf("chargeSeconds(%s, %d) = %s, %v; want %s", c.rate, c.secs, got, err, c.want)
-		}
-	}
-	// 10/min for 100 years: the product (3.2e19) needs 128 bits, the price fits.
-	if got, err := chargeSeconds(MustParseMoney("10"), 100*365*86400); err != nil || got != MustParseMoney("525600000") {
-		t.Errorf("large charge: %v", err)
-	}
-	if _, err := chargeSeconds(Money(math.MaxInt64), math.MaxInt64); !errors.Is(err, ErrOverflow) {
-		t.Errorf("huge charge: %v, want ErrOverflow", err)
-	}
-	if _, err := Money(math.MaxInt64).Add(1); !errors.Is(err, ErrOverflow) {
-		t.Errorf("add overflow: %v", err)
-	}
-}
-
-// FuzzMoney: whatever parses prints back to the same amount, and
-// rounding lands on the grid within one step of the amount.
 func FuzzMoney(f *testing.F) {
 	for _, s := range []string{"10.50", "0.0123", "-3.1", "0.000000001", "9223372036.854775807", "7."} {
 		f.Add(s, uint8(2), uint8(0))
@@ -144,7 +111,7 @@ func FuzzMoney(f *testing.F) {
 		if err != nil {
 			return // beyond the range after rounding
 		}
-		step := Money(pow10(scaleDigits - d))
+		step := Money(pow10(MoneyDecimals - d))
 		diff := r - m
 		if r%step != 0 || diff >= step || diff <= -step {
 			t.Fatalf("Round(%s, %d, %s) = %s", m, d, md, r)

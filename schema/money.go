@@ -1,4 +1,4 @@
-package rating
+package schema
 
 import (
 	"errors"
@@ -21,8 +21,8 @@ const (
 	Nano Money = 1
 	Unit Money = 1_000_000_000
 
-	// scaleDigits is the number of decimals a Money holds exactly.
-	scaleDigits = 9
+	// MoneyDecimals is the number of decimals a Money holds exactly.
+	MoneyDecimals = 9
 )
 
 var (
@@ -107,7 +107,7 @@ func (m Money) String() string { return m.Format(2) }
 // the amount needs them: it never hides a fraction. Round first to print
 // at a fixed precision.
 func (m Money) Format(minDecimals int) string {
-	minDecimals = max(0, min(minDecimals, scaleDigits))
+	minDecimals = max(0, min(minDecimals, MoneyDecimals))
 	var u uint64
 	sign := ""
 	if m < 0 {
@@ -203,11 +203,11 @@ func ParseRoundingMode(s string) (RoundingMode, error) {
 
 // Round returns m rounded to decimals places (0..9) with mode.
 func (m Money) Round(decimals int, mode RoundingMode) (Money, error) {
-	if decimals >= scaleDigits {
+	if decimals >= MoneyDecimals {
 		return m, nil
 	}
 	decimals = max(decimals, 0)
-	step := Money(pow10(scaleDigits - decimals))
+	step := Money(pow10(MoneyDecimals - decimals))
 	q, r := m/step, m%step // Go truncates toward zero
 	if r == 0 {
 		return m, nil
@@ -258,25 +258,4 @@ func pow10(n int) int64 {
 		p *= 10
 	}
 	return p
-}
-
-// chargeSeconds prices secs seconds at perMinute: perMinute·secs/60,
-// computed in 128 bits and rounded up to the nano-unit (the segment
-// rounding). Both operands are non-negative.
-func chargeSeconds(perMinute Money, secs int64) (Money, error) {
-	if perMinute < 0 || secs < 0 {
-		return 0, fmt.Errorf("negative rate or duration: %w", ErrOverflow)
-	}
-	hi, lo := bits.Mul64(uint64(perMinute), uint64(secs))
-	if hi >= 60 {
-		return 0, ErrOverflow
-	}
-	q, r := bits.Div64(hi, lo, 60)
-	if r != 0 {
-		q++
-	}
-	if q > math.MaxInt64 {
-		return 0, ErrOverflow
-	}
-	return Money(q), nil
 }
