@@ -97,6 +97,10 @@ type Account struct {
 	Currency string `json:"currency"`
 	// SellPlan names the rate plan the account's calls are sold at.
 	SellPlan string `json:"sell_plan,omitempty"`
+	// Kind is how the account pays, as its ledger was opened. The proxy
+	// puts the calls of prepaid and postpaid accounts under credit
+	// control; an account without a kind (no ledger) is not controlled.
+	Kind AccountKind `json:"kind,omitempty"`
 }
 
 func (a Account) ObjectKind() Kind { return KindAccount }
@@ -114,6 +118,11 @@ func (a Account) Validate() error {
 	}
 	if a.SellPlan != "" && !validID.MatchString(a.SellPlan) {
 		return fmt.Errorf("account %s: sell plan %q: want letters, digits, '-' or '_': %w", a.ID, a.SellPlan, ErrInvalidObject)
+	}
+	if a.Kind != "" {
+		if _, err := ParseAccountKind(string(a.Kind)); err != nil {
+			return fmt.Errorf("account %s: %w: %w", a.ID, err, ErrInvalidObject)
+		}
 	}
 	return nil
 }

@@ -78,6 +78,7 @@ currency of an open ledger cannot change.`,
 			if err != nil {
 				return fmt.Errorf("--kind: %w", err)
 			}
+			acct.Kind = k
 			var limit schema.Money
 			if creditLimit != "" {
 				if k != schema.Postpaid {
