@@ -214,6 +214,7 @@ func TestClickHouseOutageLosesAndDoublesNothing(t *testing.T) {
 			ts = append(ts, testTransaction(i, base.Add(time.Duration(i)*time.Second)))
 		}
 		publishCDRs(t, js, cs)
+		publishRatings(t, js, cs, 0)
 		publishTransactions(t, js, ts)
 		cdrs, txs = append(cdrs, cs...), append(txs, ts...)
 	}
@@ -237,9 +238,18 @@ func TestClickHouseOutageLosesAndDoublesNothing(t *testing.T) {
 	waitCDRs(t, conn, uint64(len(cdrs)))
 	waitTransactions(t, conn, uint64(len(txs)))
 	waitHourlyCalls(t, conn, int64(len(cdrs)))
+	waitFor(t, "every CDR to be rated", func() (bool, error) {
+		rows, err := analytics.MarginReport(ctx, conn, db, analytics.ReportQuery{By: analytics.ByAccount})
+		return err == nil && len(rows) == 1 && rows[0].Rated == uint64(len(cdrs)), err
+	})
 	if err := sink.stop(); err != nil {
 		t.Fatal(err)
 	}
+	var rated []analytics.CDRRecord
+	for _, c := range cdrs {
+		rated = append(rated, ratingOf(t, c, 0))
+	}
+	checkRated(t, conn, rated, base, base.Add(time.Hour))
 	listed, err := analytics.ListCDRs(ctx, conn, db, analytics.CDRFilter{})
 	if err != nil {
 		t.Fatal(err)

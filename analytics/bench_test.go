@@ -4,11 +4,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/carrier-core/carrier/analytics"
 	"github.com/carrier-core/carrier/schema"
+	"github.com/carrier-core/carrier/tools/synth"
 )
 
 // BenchmarkClickHouseSinkCDRs measures the sink end to end: b.N finished
@@ -20,14 +22,32 @@ func BenchmarkClickHouseSinkCDRs(b *testing.B) {
 	if _, err := analytics.Migrate(testContext(b), conn, db); err != nil {
 		b.Fatal(err)
 	}
-	publishCDRsAsync(b, js, b.N)
+	publishCDRsAsync(b, js, b.N, false)
+	benchmarkSink(b, conn, js, b.N)
+}
 
+// BenchmarkClickHouseSinkRatedCDRs is BenchmarkClickHouseSinkCDRs with a
+// rating (call.rated) for every CDR: 2·b.N events, each CDR written
+// twice, the second time counted out and in again with its price. The
+// figure is CDRs (not events) per second.
+func BenchmarkClickHouseSinkRatedCDRs(b *testing.B) {
+	_, conn := startClickHouse(b)
+	js := startJetStream(b)
+	if _, err := analytics.Migrate(testContext(b), conn, db); err != nil {
+		b.Fatal(err)
+	}
+	publishCDRsAsync(b, js, b.N, true)
+	benchmarkSink(b, conn, js, 2*b.N)
+}
+
+// benchmarkSink runs a sink until it inserted rows CDR rows.
+func benchmarkSink(b *testing.B, conn driver.Conn, js jetstream.JetStream, rows int) {
 	b.ResetTimer()
 	start := time.Now()
 	sink := runSink(b, js, conn, analytics.SinkConfig{MaxWait: time.Second})
-	for sink.metric(b, "carrier_analytics_rows_total", analytics.TableCDRs) < float64(b.N) {
+	for sink.metric(b, "carrier_analytics_rows_total", analytics.TableCDRs) < float64(rows) {
 		if time.Since(start) > waitTimeout {
-			b.Fatalf("sink loaded %v of %d CDRs", sink.metric(b, "carrier_analytics_rows_total", analytics.TableCDRs), b.N)
+			b.Fatalf("sink inserted %v of %d CDR rows", sink.metric(b, "carrier_analytics_rows_total", analytics.TableCDRs), rows)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -63,9 +83,10 @@ func BenchmarkClickHouseInsertCDRs(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "cdrs/s")
 }
 
-// publishCDRsAsync stores n CDR events with a bounded window of async
-// publishes (eventlog.Publish waits for each ack, too slow for set-up).
-func publishCDRsAsync(b *testing.B, js jetstream.JetStream, n int) {
+// publishCDRsAsync stores n CDR events, and with rated the rating of
+// each, with a bounded window of async publishes (eventlog.Publish waits
+// for each ack, too slow for set-up).
+func publishCDRsAsync(b *testing.B, js jetstream.JetStream, n int, rated bool) {
 	b.Helper()
 	for i := 0; i < n; i++ {
 		c := testCDR(i, "acme", base.Add(time.Duration(i)*time.Millisecond))
@@ -74,15 +95,32 @@ func publishCDRsAsync(b *testing.B, js jetstream.JetStream, n int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		data, err := env.Marshal()
-		if err != nil {
-			b.Fatal(err)
+		msgs := []struct {
+			subject string
+			env     schema.Envelope
+		}{{schema.CDRSubject(typ, c.CallID), env}}
+		if rated {
+			rc := synth.Rate(c, 0)
+			env, err := schema.NewEnvelopeWithID(schema.RatedID(c.ID, 0), schema.TypeCallRated, schema.RatedVersion, schema.FromMillis(rc.RatedAt), "rater-1", rc)
+			if err != nil {
+				b.Fatal(err)
+			}
+			msgs = append(msgs, struct {
+				subject string
+				env     schema.Envelope
+			}{schema.RatedSubject(c.CallID), env})
 		}
-		msg := nats.NewMsg(schema.CDRSubject(typ, c.CallID))
-		msg.Data = data
-		msg.Header.Set(jetstream.MsgIDHeader, env.ID)
-		if _, err := js.PublishMsgAsync(msg); err != nil {
-			b.Fatal(err)
+		for _, m := range msgs {
+			data, err := m.env.Marshal()
+			if err != nil {
+				b.Fatal(err)
+			}
+			msg := nats.NewMsg(m.subject)
+			msg.Data = data
+			msg.Header.Set(jetstream.MsgIDHeader, m.env.ID)
+			if _, err := js.PublishMsgAsync(msg); err != nil {
+				b.Fatal(err)
+			}
 		}
 		if i%1000 == 999 || i == n-1 {
 			select {

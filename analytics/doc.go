@@ -2,16 +2,17 @@
 // queries behind `carrier cdr` and `carrier report`.
 //
 // The schema lives in schema.ClickHouseDDL as numbered migrations, applied
-// by Migrate (and by the Sink when it starts). The Sink is two durable
-// JetStream consumers, one for finished CDRs and one for SIP transactions,
-// that insert in batches and ack only once ClickHouse accepted a batch: while
+// by Migrate (and by the Sink when it starts). The Sink is four durable
+// JetStream consumers, for finished CDRs, rated CDRs, SIP transactions and
+// ledger events, that insert in batches and ack only once ClickHouse accepted a batch: while
 // ClickHouse is down the backlog waits in JetStream.
 //
-// Rows are never updated in place. Both tables are ReplacingMergeTree keyed
-// on the event (a transaction's event id, a CDR's deterministic id), so a
+// Rows are never updated in place. The tables are ReplacingMergeTree keyed
+// on the event (a transaction's or ledger event's id, a CDR's deterministic
+// id), so a
 // redelivered or replayed event folds into the row it repeats, and a CDR
-// written again with a higher version (rated, rerated) replaces the earlier
-// one. Folding happens in background merges, so every query reads with
+// written again with a higher version (rated, rerated: VersionRated)
+// replaces the earlier one, whichever order they arrive in. Folding happens in background merges, so every query reads with
 // FINAL, and tests columns outside the sorting key only after FINAL
 // folded the versions (see CDRFilter).
 //
@@ -19,4 +20,8 @@
 // a CDRFilter, CDRsOfCall and TransactionsOfCall look up one call, and
 // Report groups calls by destination, account, supplier or gateway with
 // the sums behind ASR, ACD, PDD and minutes, computed by ClickHouse.
+// MarginReport adds the money of rated CDRs: revenue, cost and margin,
+// exact in nano-units. The Hourly variants read the hourly aggregates,
+// which count each CDR once, in its latest version and price. Movements
+// reads the ledger events.
 package analytics

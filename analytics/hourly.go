@@ -39,6 +39,12 @@ type counted struct {
 	durationMs, billableSec int64
 	pddMs                   int64
 	rang                    uint8
+	// The money of a rated CDR (0008_cdr_hourly_rated): its currency,
+	// sell leg's destination, and the amounts; a CDR not rated yet
+	// counts '' and 0.
+	currency, ratedDestination string
+	rated                      uint8
+	sell, buy, margin          int64
 }
 
 func countedOf(rec CDRRecord) counted {
@@ -56,6 +62,13 @@ func countedOf(rec CDRRecord) counted {
 	if c.PDDMs > 0 {
 		k.pddMs, k.rang = c.PDDMs, 1
 	}
+	if r := rec.Rating; r.Status != "" {
+		k.currency = r.Currency
+		k.sell, k.buy, k.margin = int64(r.Sell), int64(r.Buy), int64(r.Margin)
+		if r.Rated() {
+			k.rated, k.ratedDestination = 1, r.destination()
+		}
+	}
 	return k
 }
 
@@ -72,6 +85,8 @@ func (k *counted) fields() []field {
 		{"account", &k.account}, {"destination", &k.destination}, {"supplier", &k.supplier}, {"gateway", &k.gateway},
 		{"answered", &k.answered}, {"duration_ms", &k.durationMs}, {"billable_sec", &k.billableSec},
 		{"pdd_ms", &k.pddMs}, {"rang", &k.rang},
+		{"currency", &k.currency}, {"rated_destination", &k.ratedDestination}, {"rated", &k.rated},
+		{"sell_nano", &k.sell}, {"buy_nano", &k.buy}, {"margin_nano", &k.margin},
 	}
 }
 
@@ -189,17 +204,6 @@ func HourlyReport(ctx context.Context, conn driver.Conn, database string, q Repo
 	if err := checkDatabase(database); err != nil {
 		return nil, err
 	}
-	f := q.Filter
-	if f.Account != "" || f.Trunk != "" || f.CallerPrefix != "" || f.CalleePrefix != "" || len(f.Dispositions) > 0 ||
-		f.Gateway != "" || f.Supplier != "" || f.MinDuration != 0 {
-		return nil, fmt.Errorf("hourly aggregates take a time range only, no other filter: %w", ErrBadReport)
-	}
-	if !f.From.Equal(f.From.Truncate(time.Hour)) || !f.To.Equal(f.To.Truncate(time.Hour)) {
-		return nil, fmt.Errorf("hourly aggregates need a range of whole hours: %w", ErrBadReport)
-	}
-	if q.By == ByDestination && q.Digits > HourlyDestinationDigits {
-		return nil, fmt.Errorf("hourly aggregates keep %d destination digits, not %d: %w", HourlyDestinationDigits, q.Digits, ErrBadReport)
-	}
 	key, args, err := q.keyExpr()
 	if err != nil {
 		return nil, err
@@ -207,19 +211,11 @@ func HourlyReport(ctx context.Context, conn driver.Conn, database string, q Repo
 	if q.By == ByDestination {
 		key = strings.Replace(key, "callee_e164", "destination", 1)
 	}
-	var conds []string
-	if !f.From.IsZero() {
-		conds = append(conds, "hour_at >= ?")
-		args = append(args, ms(f.From.UnixMilli()))
+	where, wargs, err := q.hourlyWhere()
+	if err != nil {
+		return nil, err
 	}
-	if !f.To.IsZero() {
-		conds = append(conds, "hour_at < ?")
-		args = append(args, ms(f.To.UnixMilli()))
-	}
-	where := ""
-	if len(conds) > 0 {
-		where = " WHERE " + strings.Join(conds, " AND ")
-	}
+	args = append(args, wargs...)
 	sql := "SELECT " + key + " AS k, sum(calls), sum(answered), sum(duration_ms), sum(billable_sec), sum(pdd_ms), sum(pdd_calls) FROM " +
 		database + "." + TableHourly + where + " GROUP BY k HAVING sum(calls) != 0 ORDER BY k"
 	rows, err := conn.Query(ctx, sql, args...)
@@ -241,4 +237,34 @@ func HourlyReport(ctx context.Context, conn driver.Conn, database string, q Repo
 		return nil, fmt.Errorf("hourly report by %s: %w", q.By, err)
 	}
 	return out, nil
+}
+
+// hourlyWhere checks that q suits the hourly aggregates and returns the
+// WHERE clause of its time range.
+func (q ReportQuery) hourlyWhere() (string, []any, error) {
+	f := q.Filter
+	if f.Account != "" || f.Trunk != "" || f.CallerPrefix != "" || f.CalleePrefix != "" || len(f.Dispositions) > 0 ||
+		f.Gateway != "" || f.Supplier != "" || f.MinDuration != 0 {
+		return "", nil, fmt.Errorf("hourly aggregates take a time range only, no other filter: %w", ErrBadReport)
+	}
+	if !f.From.Equal(f.From.Truncate(time.Hour)) || !f.To.Equal(f.To.Truncate(time.Hour)) {
+		return "", nil, fmt.Errorf("hourly aggregates need a range of whole hours: %w", ErrBadReport)
+	}
+	if q.By == ByDestination && q.Digits > HourlyDestinationDigits {
+		return "", nil, fmt.Errorf("hourly aggregates keep %d destination digits, not %d: %w", HourlyDestinationDigits, q.Digits, ErrBadReport)
+	}
+	var conds []string
+	var args []any
+	if !f.From.IsZero() {
+		conds = append(conds, "hour_at >= ?")
+		args = append(args, ms(f.From.UnixMilli()))
+	}
+	if !f.To.IsZero() {
+		conds = append(conds, "hour_at < ?")
+		args = append(args, ms(f.To.UnixMilli()))
+	}
+	if len(conds) == 0 {
+		return "", nil, nil
+	}
+	return " WHERE " + strings.Join(conds, " AND "), args, nil
 }

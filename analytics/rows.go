@@ -15,15 +15,16 @@ const (
 )
 
 // VersionUnrated is the version of a CDR as the correlator finished it.
-// Rating writes the same CDR again with a higher version (the time it was
-// rated, in epoch milliseconds, so that a rerate replaces an earlier rate),
+// Rating writes the same CDR again with a higher version (VersionRated),
 // and the cdrs table keeps the highest.
 const VersionUnrated uint64 = 1
 
-// CDRRecord is a row of the cdrs table: a CDR and its version.
+// CDRRecord is a row of the cdrs table: a CDR, its version and, once
+// rated, its price.
 type CDRRecord struct {
 	schema.CDR
 	Version uint64
+	Rating  Rating
 }
 
 // TransactionRecord is a row of the sip_transactions table: a transaction
@@ -163,6 +164,7 @@ type cdrRow struct {
 	inviteAt, provisionalAt, answerAt, endAt uint64
 	setupMs, pddMs, durationMs, billableSec  int64
 	hangupBy, hangupReason, node             string
+	rating                                   ratingColumns
 }
 
 func (r *cdrRow) fields() []field {
@@ -182,7 +184,7 @@ func (r *cdrRow) fields() []field {
 		{"callee_e164", &r.calleeE164},
 	}
 	fs = append(fs, r.att.fields()...)
-	return append(fs,
+	return append(append(fs,
 		field{"disposition", &r.disposition},
 		field{"status", &r.status},
 		field{"reason", &r.reason},
@@ -201,7 +203,7 @@ func (r *cdrRow) fields() []field {
 		field{"gateway", &r.gateway},
 		field{"supplier", &r.supplier},
 		field{"early_media", &r.earlyMedia},
-	)
+	), r.rating.fields()...)
 }
 
 func fromCDR(rec CDRRecord) cdrRow {
@@ -221,6 +223,7 @@ func fromCDR(rec CDRRecord) cdrRow {
 		inviteAt: ms(c.InviteAt), provisionalAt: ms(c.ProvisionalAt), answerAt: ms(c.AnswerAt), endAt: ms(c.EndAt),
 		setupMs: c.SetupMs, pddMs: c.PDDMs, durationMs: c.DurationMs, billableSec: c.BillableSec,
 		hangupBy: c.HangupBy, hangupReason: c.HangupReason, node: c.Node,
+		rating: fromRating(rec.Rating),
 	}
 }
 
@@ -229,7 +232,7 @@ func (r *cdrRow) record() (CDRRecord, error) {
 	if err != nil {
 		return CDRRecord{}, fmt.Errorf("cdr %s: %w", r.id, err)
 	}
-	return CDRRecord{Version: r.version, CDR: schema.CDR{
+	return CDRRecord{Version: r.version, Rating: r.rating.rating(), CDR: schema.CDR{
 		ID: r.id, CallID: r.callID, FromTag: r.fromTag, ToTag: r.toTag,
 		Account: r.account, Trunk: r.trunk, Source: r.src, Transport: r.transport,
 		Caller: r.caller, Callee: r.callee, CallerE164: r.callerE164, CalleeE164: r.calleeE164,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -21,6 +22,11 @@ import (
 const (
 	DurableCDR = "analytics-cdr"
 	DurableSIP = "analytics-sip"
+	// DurableRated reads the rated CDRs. It is a consumer of its own,
+	// not a subject more for DurableCDR, so that a sink upgraded to read
+	// ratings starts them from the beginning of the stream.
+	DurableRated  = "analytics-rated"
+	DurableLedger = "analytics-ledger"
 )
 
 // insertTimeout bounds one batch insert; a healthy one takes well under a
@@ -41,14 +47,20 @@ type SinkConfig struct {
 	Registerer prometheus.Registerer
 }
 
-// Sink loads finished CDRs (call.ended, call.failed) and SIP transactions
-// from JetStream into ClickHouse.
+// Sink loads finished CDRs (call.ended, call.failed), rated CDRs
+// (call.rated), SIP transactions and ledger events from JetStream into
+// ClickHouse.
 type Sink struct {
 	js   jetstream.JetStream
 	conn driver.Conn
 	cfg  SinkConfig
 	log  *slog.Logger
 	m    *metrics
+	// cdrs serialises the writes of the two consumers that write CDRs
+	// (finished and rated): the hourly aggregates compare a CDR with what
+	// it was counted as, and two writers counting one call at once would
+	// both count it.
+	cdrs sync.Mutex
 }
 
 // NewSink prepares a sink; Run starts it.
@@ -79,7 +91,7 @@ func NewSink(js jetstream.JetStream, conn driver.Conn, cfg SinkConfig) (*Sink, e
 }
 
 // Run migrates the schema, waiting for ClickHouse if it is not reachable
-// yet, then consumes both streams until ctx is done or a consumer cannot
+// yet, then consumes the SIP, CDR and LEDGER streams until ctx is done or a consumer cannot
 // go on (a missing stream). A batch ClickHouse refuses is retried in
 // place, so an outage only delays rows. Run returns ctx's error after a
 // clean stop.
@@ -102,6 +114,16 @@ func (s *Sink) Run(ctx context.Context) error {
 			FilterSubjects: []string{schema.FinishedCallsEnded, schema.FinishedCallsFailed},
 		}, s.handleCDRs},
 		{eventlog.ConsumerConfig{
+			Stream:         schema.StreamCDR,
+			Durable:        DurableRated,
+			FilterSubjects: []string{schema.AllRatedCalls},
+		}, s.handleRated},
+		{eventlog.ConsumerConfig{
+			Stream:         schema.StreamLedger,
+			Durable:        DurableLedger,
+			FilterSubjects: []string{schema.AllLedgerEvents},
+		}, s.handleLedger},
+		{eventlog.ConsumerConfig{
 			Stream:         schema.StreamSIP,
 			Durable:        DurableSIP,
 			FilterSubjects: []string{schema.AllTransactions},
@@ -116,7 +138,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	for range consumers {
 		err := <-errc
 		if ctx.Err() == nil {
-			// A consumer stopped on its own. It stops the other too: a
+			// A consumer stopped on its own. It stops the others too: a
 			// half-running sink would look healthy.
 			if err == nil {
 				err = errors.New("consumer stopped")
@@ -181,8 +203,60 @@ func (s *Sink) handleCDRs(ctx context.Context, batch []eventlog.Msg) error {
 		recs = append(recs, CDRRecord{CDR: c, Version: VersionUnrated})
 		newest = max(newest, env.Time)
 	}
+	return s.insertCDRs(ctx, recs, newest)
+}
+
+// handleRated writes rated CDRs over the CDRs they price (VersionRated).
+func (s *Sink) handleRated(ctx context.Context, batch []eventlog.Msg) error {
+	recs := make([]CDRRecord, 0, len(batch))
+	var newest int64
+	for _, m := range batch {
+		env := m.Envelope
+		if env.Type != schema.TypeCallRated {
+			continue
+		}
+		var rc schema.RatedCDR
+		if err := env.Decode(schema.TypeCallRated, schema.RatedVersion, &rc); err != nil {
+			s.skip(TableCDRs, m, err)
+			continue
+		}
+		rec, err := RatedRecord(rc)
+		if err != nil {
+			s.skip(TableCDRs, m, fmt.Errorf("event %s: %w", env.ID, err))
+			continue
+		}
+		recs = append(recs, rec)
+		newest = max(newest, env.Time)
+	}
+	return s.insertCDRs(ctx, recs, newest)
+}
+
+func (s *Sink) insertCDRs(ctx context.Context, recs []CDRRecord, newest int64) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	s.cdrs.Lock()
+	defer s.cdrs.Unlock()
 	return s.insert(ctx, TableCDRs, len(recs), newest, func(ctx context.Context) error {
 		return InsertCDRs(ctx, s.conn, s.cfg.Database, recs)
+	})
+}
+
+// handleLedger writes ledger events as movements, one row per event id.
+func (s *Sink) handleLedger(ctx context.Context, batch []eventlog.Msg) error {
+	ms := make([]Movement, 0, len(batch))
+	var newest int64
+	for _, m := range batch {
+		mv, err := MovementOf(m.Subject, m.Seq, m.Envelope)
+		if err != nil {
+			s.skip(TableLedger, m, err)
+			continue
+		}
+		ms = append(ms, mv)
+		newest = max(newest, m.Envelope.Time)
+	}
+	return s.insert(ctx, TableLedger, len(ms), newest, func(ctx context.Context) error {
+		return InsertMovements(ctx, s.conn, s.cfg.Database, ms)
 	})
 }
 

@@ -29,11 +29,11 @@ func newAnalyticsSinkCmd(a *app) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "sink",
-		Short: "Run the ClickHouse sink: transactions and CDRs from the log, in batches, acked only once stored",
+		Short: "Run the ClickHouse sink: transactions, CDRs, rated CDRs and ledger movements from the log, in batches, acked only once stored",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runConsumerProcess(cmd.Context(), a, nats.url, "analytics", metrics.listen,
-				fmt.Sprintf("carrier analytics sink: streams SIP and CDR on %s -> ClickHouse %s, database %s", nats.url, ch.addr, ch.database),
+				fmt.Sprintf("carrier analytics sink: streams SIP, CDR and LEDGER on %s -> ClickHouse %s, database %s", nats.url, ch.addr, ch.database),
 				func(ctx context.Context, js jetstream.JetStream, reg prometheus.Registerer) error {
 					return runSink(ctx, a.log, js, reg, ch)
 				})

@@ -31,7 +31,9 @@ func newCDRListCmd(a *app) *cobra.Command {
 		Use:   "list",
 		Short: "List CDRs in a time range (by INVITE time), newest last",
 		Long: `Lists the CDRs whose INVITE falls in the range and that match every filter
-given, each once in its latest version (rated, rerated).`,
+given, each once in its latest version (rated, rerated). Rated CDRs show
+their latest price: what the customer pays (SELL), what the supplier is
+owed (BUY) and the MARGIN, in the account's CURRENCY; "-" until rated.`,
 		Example: `  carrier cdr list --since 1h
   carrier cdr list --from 2026-11-01 --to 2026-11-02 --account acme --output csv
   carrier cdr list --callee 44 --disposition busy,no-answer --gateway gw-b1
@@ -51,7 +53,7 @@ given, each once in its latest version (rated, rerated).`,
 				return err
 			}
 			defer conn.Close()
-			cdrs, err := analytics.ListCDRs(cmd.Context(), conn, ch.database, f)
+			cdrs, err := analytics.ListCDRRecords(cmd.Context(), conn, ch.database, f)
 			if err != nil {
 				return err
 			}
@@ -98,16 +100,39 @@ func parseTime(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is not a time: use RFC 3339 (2026-11-23T10:00:00Z) or a date (2026-11-23)", s)
 }
 
-func cdrTable(cdrs []schema.CDR) table {
+// cdrListJSON is a CDR in cdr list's JSON: the CDR's own fields, and its
+// rating once rated.
+type cdrListJSON struct {
+	schema.CDR
+	Rating *analytics.Rating `json:"rating,omitempty"`
+}
+
+// ratingOf is a CDR's rating for JSON: nil until it is rated.
+func ratingOf(r analytics.CDRRecord) *analytics.Rating {
+	if r.Rating.Status == "" {
+		return nil
+	}
+	return &r.Rating
+}
+
+// priceCells are the CURRENCY, SELL, BUY and MARGIN cells of a CDR.
+func priceCells(r analytics.Rating) []string {
+	if !r.Rated() {
+		return []string{orDash(r.Currency), "-", "-", "-"}
+	}
+	return []string{orDash(r.Currency), r.Sell.String(), r.Buy.String(), r.Margin.String()}
+}
+
+func cdrTable(recs []analytics.CDRRecord) table {
 	t := table{
-		header:  []string{"INVITE (UTC)", "CALL-ID", "ACCOUNT", "CALLER", "CALLEE", "DISPOSITION", "CODE", "DURATION", "BILLSEC", "HANGUP"},
-		records: cdrs,
+		header: []string{"INVITE (UTC)", "CALL-ID", "ACCOUNT", "CALLER", "CALLEE", "DISPOSITION", "CODE", "DURATION", "BILLSEC", "HANGUP",
+			"CURRENCY", "SELL", "BUY", "MARGIN"},
 	}
-	if cdrs == nil {
-		t.records = []schema.CDR{}
-	}
-	for _, c := range cdrs {
-		t.rows = append(t.rows, []string{
+	out := []cdrListJSON{}
+	for _, r := range recs {
+		c := r.CDR
+		out = append(out, cdrListJSON{CDR: c, Rating: ratingOf(r)})
+		t.rows = append(t.rows, append([]string{
 			schema.FromMillis(c.InviteAt).Format("2006-01-02 15:04:05.000"),
 			c.CallID,
 			c.Account,
@@ -118,7 +143,8 @@ func cdrTable(cdrs []schema.CDR) table {
 			(time.Duration(c.DurationMs) * time.Millisecond).String(),
 			strconv.FormatInt(c.BillableSec, 10),
 			c.HangupBy,
-		})
+		}, priceCells(r.Rating)...))
 	}
+	t.records = out
 	return t
 }

@@ -27,7 +27,9 @@ func newCDRExportCmd(a *app) *cobra.Command {
 		Long: `Writes every CDR that matches the filters (those of cdr list, without a
 limit) as CSV with a header line, in INVITE order. Rows are written as
 ClickHouse sends them, so an export of millions of CDRs runs in constant
-memory. Times are RFC 3339 UTC with milliseconds, durations milliseconds.`,
+memory. Times are RFC 3339 UTC with milliseconds, durations milliseconds.
+The last columns are the latest rating: amounts are exact decimals in
+the currency, empty until the CDR is rated.`,
 		Example: `  carrier cdr export --from 2026-11-01 --to 2026-12-01 --account acme > acme-2026-11.csv
   carrier cdr export --since 24h --disposition answered --file answered.csv`,
 		Args: cobra.NoArgs,
@@ -73,6 +75,8 @@ var exportHeader = []string{
 	"invite_at", "provisional_at", "answer_at", "end_at",
 	"setup_ms", "pdd_ms", "duration_ms", "billable_sec",
 	"gateway", "supplier", "attempts", "early_media", "hangup_by", "hangup_reason", "node", "version",
+	"rating_status", "rating_reason", "rating_run", "currency", "sell", "buy", "margin",
+	"rated_destination", "rated_prefix", "sell_plan", "buy_plan",
 }
 
 func exportTime(ms int64) string {
@@ -80,6 +84,22 @@ func exportTime(ms int64) string {
 		return ""
 	}
 	return schema.FromMillis(ms).Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// exportMoney is an exact amount of a rated CDR, empty until it is rated.
+func exportMoney(r analytics.Rating, m schema.Money) string {
+	if !r.Rated() {
+		return ""
+	}
+	return m.String()
+}
+
+// exportRun is the rating's run, empty until the CDR is rated.
+func exportRun(r analytics.Rating) string {
+	if r.Status == "" {
+		return ""
+	}
+	return strconv.FormatUint(r.Run, 10)
 }
 
 // exportCDRs streams the CDRs of f to w as CSV and returns how many it
@@ -104,6 +124,9 @@ func exportCDRs(cmd *cobra.Command, conn driver.Conn, database string, f analyti
 			strconv.FormatInt(c.SetupMs, 10), strconv.FormatInt(c.PDDMs, 10), strconv.FormatInt(c.DurationMs, 10), strconv.FormatInt(c.BillableSec, 10),
 			c.Gateway, c.Supplier, strconv.Itoa(len(c.Attempts)), strconv.FormatBool(c.EarlyMedia), c.HangupBy, c.HangupReason, c.Node,
 			strconv.FormatUint(r.Version, 10),
+			string(r.Rating.Status), r.Rating.Reason, exportRun(r.Rating), r.Rating.Currency,
+			exportMoney(r.Rating, r.Rating.Sell), exportMoney(r.Rating, r.Rating.Buy), exportMoney(r.Rating, r.Rating.Margin),
+			r.Rating.Destination, r.Rating.Prefix, r.Rating.SellPlan, r.Rating.BuyPlan,
 		}); err != nil {
 			return fmt.Errorf("write csv: %w", err)
 		}

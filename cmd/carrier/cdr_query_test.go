@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -33,15 +35,36 @@ func TestCDRQueryCommands(t *testing.T) {
 	}
 	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	g := synth.New(synth.Config{Seed: 3, Start: start, Span: 48 * time.Hour, Accounts: 4})
+	// Every CDR as the correlator finished it, then its rating, then a
+	// rerate of every seventh: each is listed and reported at its latest
+	// price.
 	var all []schema.CDR
-	var recs []analytics.CDRRecord
-	for range 1500 {
+	var recs, rated, rerated []analytics.CDRRecord
+	latest := map[string]analytics.CDRRecord{}
+	for i := range 1500 {
 		c := g.Next()
 		all = append(all, c)
 		recs = append(recs, analytics.CDRRecord{CDR: c, Version: analytics.VersionUnrated})
+		for _, run := range []uint64{0, 7} {
+			if run == 7 && i%7 != 0 {
+				continue
+			}
+			r, err := analytics.RatedRecord(synth.Rate(c, run))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if run == 0 {
+				rated = append(rated, r)
+			} else {
+				rerated = append(rerated, r)
+			}
+			latest[c.ID] = r
+		}
 	}
-	if err := analytics.InsertCDRs(ctx, conn, database, recs); err != nil {
-		t.Fatal(err)
+	for _, batch := range [][]analytics.CDRRecord{recs, rated, rerated} {
+		if err := analytics.InsertCDRs(ctx, conn, database, batch); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// The SIP transactions of one call, for cdr show.
 	call := all[0]
@@ -87,9 +110,14 @@ func TestCDRQueryCommands(t *testing.T) {
 		if err != nil {
 			t.Fatal(err, out)
 		}
-		var got []schema.CDR
+		var got []cdrListJSON
 		if err := json.Unmarshal([]byte(out), &got); err != nil {
 			t.Fatal(err, out)
+		}
+		for _, c := range got {
+			if w := latest[c.ID].Rating; c.Rating == nil || *c.Rating != w {
+				t.Fatalf("CDR %s listed with rating %+v, want %+v", c.ID, c.Rating, w)
+			}
 		}
 		n := want(func(c schema.CDR) bool {
 			return strings.HasPrefix(c.Callee, "0044") && (c.Disposition == schema.Busy || c.Disposition == schema.NoAnswer)
@@ -108,6 +136,9 @@ func TestCDRQueryCommands(t *testing.T) {
 		if err != nil || n == 0 || len(rows) != n+1 {
 			t.Fatalf("csv: %d lines (%v), want %d and a header", len(rows), err, n)
 		}
+		if h := rows[0]; strings.Join(h[len(h)-4:], ",") != "CURRENCY,SELL,BUY,MARGIN" {
+			t.Fatalf("csv header %v", h)
+		}
 		if _, err := carrier("cdr", "list", "--disposition", "hung"); err == nil || !strings.Contains(err.Error(), "want one of answered") {
 			t.Fatalf("bad disposition: %v", err)
 		}
@@ -118,8 +149,10 @@ func TestCDRQueryCommands(t *testing.T) {
 		if err != nil {
 			t.Fatal(err, out)
 		}
+		price := latest[call.ID].Rating
 		for _, s := range []string{"Call-ID:", call.CallID, "ATTEMPT", call.Attempts[0].Gateway, call.Attempts[1].Gateway,
-			"Service Unavailable (Q.850 41)", "METHOD", "INVITE", "BYE", "(180)"} {
+			"Service Unavailable (Q.850 41)", "METHOD", "INVITE", "BYE", "(180)",
+			"Sell:", price.Sell.String() + " " + price.Currency, "Margin:", price.Margin.String(), "Destination:", price.Destination} {
 			if !strings.Contains(out, s) {
 				t.Errorf("cdr show lacks %q:\n%s", s, out)
 			}
@@ -129,14 +162,12 @@ func TestCDRQueryCommands(t *testing.T) {
 			t.Fatal(err, out)
 		}
 		var got struct {
-			CDRs []struct {
-				schema.CDR
-				Version uint64
-			}
+			CDRs         []cdrJSON
 			Transactions []analytics.TransactionRecord
 		}
 		if err := json.Unmarshal([]byte(out), &got); err != nil || len(got.CDRs) != 1 || got.CDRs[0].ID != call.ID ||
-			len(got.CDRs[0].Attempts) != 2 || len(got.Transactions) != 2 || got.Transactions[1].Method != "BYE" {
+			len(got.CDRs[0].Attempts) != 2 || len(got.Transactions) != 2 || got.Transactions[1].Method != "BYE" ||
+			got.CDRs[0].Rating == nil || *got.CDRs[0].Rating != price || got.CDRs[0].Version != latest[call.ID].Version {
 			t.Fatalf("json (%v):\n%s", err, out)
 		}
 		if _, err := carrier("cdr", "show", "no-such-call"); err == nil || !strings.Contains(err.Error(), "no CDR and no SIP transaction") {
@@ -154,12 +185,24 @@ func TestCDRQueryCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 		n := want(func(c schema.CDR) bool { return c.Gateway == "gw-c1" })
+		if strings.Count(out, ",rated,") == 0 || strings.Count(out, ",unrated,no_rate,") == 0 {
+			t.Fatalf("export has no rated or no unrated CDR:\n%.2000s", out)
+		}
 		if n == 0 || len(rows) != n+1 || strings.Join(rows[0], ",") != strings.Join(exportHeader, ",") {
 			t.Fatalf("export: %d lines, want %d and the header", len(rows), n)
+		}
+		col := map[string]int{}
+		for i, h := range rows[0] {
+			col[h] = i
 		}
 		for _, r := range rows[1:] {
 			if r[24] != "gw-c1" || len(r) != len(exportHeader) {
 				t.Fatalf("row %v", r)
+			}
+			w := latest[r[0]].Rating
+			if r[col["margin"]] != exportMoney(w, w.Margin) || r[col["sell"]] != exportMoney(w, w.Sell) || r[col["rated_destination"]] != w.Destination ||
+				r[col["rating_run"]] != strconv.FormatUint(w.Run, 10) {
+				t.Fatalf("row %v: want rating %+v", r, w)
 			}
 		}
 		file := t.TempDir() + "/all.csv"
@@ -205,6 +248,58 @@ func TestCDRQueryCommands(t *testing.T) {
 		}
 		if _, err := carrier("report", "asr", "--by", "colour"); err == nil || !strings.Contains(err.Error(), "destination, account, supplier or gateway") {
 			t.Fatalf("bad --by: %v", err)
+		}
+	})
+
+	t.Run("margin", func(t *testing.T) {
+		// The money of each currency, worked out in Go over the latest
+		// ratings.
+		type money struct{ revenue, cost, margin schema.Money }
+		want := map[string]money{}
+		for _, r := range latest {
+			m := want[r.Rating.Currency]
+			m.revenue += r.Rating.Sell
+			m.cost += r.Rating.Buy
+			m.margin += r.Rating.Margin
+			want[r.Rating.Currency] = m
+		}
+		for _, by := range []string{"destination", "account", "supplier", "gateway"} {
+			out, err := carrier(append([]string{"report", "margin", "--by", by, "-o", "json"}, span...)...)
+			if err != nil {
+				t.Fatal(err, out)
+			}
+			var rows []marginJSON
+			if err := json.Unmarshal([]byte(out), &rows); err != nil {
+				t.Fatal(err, out)
+			}
+			got := map[string]money{}
+			var calls uint64
+			for _, r := range rows {
+				m := got[r.Currency]
+				m.revenue += r.Revenue
+				m.cost += r.Cost
+				m.margin += r.Margin
+				got[r.Currency] = m
+				calls += r.Calls
+				if by == "destination" && r.Rated > 0 && !strings.ContainsAny(r.Key, "abcdefghijklmnopqrstuvwxyz") {
+					t.Errorf("rated calls under destination %q, want the deck's name", r.Key)
+				}
+			}
+			if !reflect.DeepEqual(got, want) || calls != uint64(len(all)) {
+				t.Fatalf("margin by %s: %d calls, money %+v, want %d calls, %+v", by, calls, got, len(all), want)
+			}
+			hourly, err := carrier(append([]string{"report", "margin", "--by", by, "-o", "json", "--hourly"}, span...)...)
+			if err != nil || hourly != out {
+				t.Fatalf("margin by %s --hourly (%v):\n%s\nwant\n%s", by, err, hourly, out)
+			}
+		}
+		out, err := carrier(append([]string{"report", "margin", "--by", "supplier"}, span...)...)
+		if err != nil || !strings.Contains(out, "MARGIN %") || strings.Count(out, "TOTAL") != len(want) {
+			t.Fatalf("margin table (%v):\n%s", err, out)
+		}
+		out, err = carrier(append([]string{"report", "margin", "--by", "account", "-o", "csv"}, span...)...)
+		if err != nil || !strings.HasPrefix(out, "ACCOUNT,CURRENCY,CALLS,ANSWERED,RATED,MINUTES,REVENUE,COST,MARGIN,MARGIN %\n") {
+			t.Fatalf("margin csv (%v):\n%s", err, out)
 		}
 	})
 }

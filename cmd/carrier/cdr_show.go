@@ -71,7 +71,8 @@ type callJSON struct {
 
 type cdrJSON struct {
 	schema.CDR
-	Version uint64 `json:"version"`
+	Version uint64            `json:"version"`
+	Rating  *analytics.Rating `json:"rating,omitempty"`
 }
 
 func writeCallJSON(w io.Writer, cdrs []analytics.CDRRecord, txs []analytics.TransactionRecord) error {
@@ -80,7 +81,7 @@ func writeCallJSON(w io.Writer, cdrs []analytics.CDRRecord, txs []analytics.Tran
 		out.Transactions = []analytics.TransactionRecord{}
 	}
 	for _, c := range cdrs {
-		out.CDRs = append(out.CDRs, cdrJSON{CDR: c.CDR, Version: c.Version})
+		out.CDRs = append(out.CDRs, cdrJSON{CDR: c.CDR, Version: c.Version, Rating: ratingOf(c)})
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -125,6 +126,9 @@ func writeCall(w io.Writer, cdrs []analytics.CDRRecord, txs []analytics.Transact
 			{"Hangup", orDash(c.HangupBy) + " " + c.HangupReason},
 			{"Node", c.Node},
 		} {
+			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+		}
+		for _, kv := range ratingLines(rec.Rating) {
 			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
 		}
 		if len(c.Attempts) > 0 {
@@ -173,4 +177,34 @@ func earlyMedia(yes bool) string {
 		return " (early media)"
 	}
 	return ""
+}
+
+// ratingLines describe a CDR's latest rating: its status, its price and
+// what priced it.
+func ratingLines(r analytics.Rating) [][2]string {
+	if r.Status == "" {
+		return [][2]string{{"Rating", "not rated yet"}}
+	}
+	status := string(r.Status)
+	if r.Reason != "" {
+		status += " (" + r.Reason + ")"
+	}
+	run := "rater"
+	if r.Run > 0 {
+		run = "rerate run " + strconv.FormatUint(r.Run, 10)
+	}
+	lines := [][2]string{{"Rating", status + ", by the " + run + " at " + showTime(r.RatedAt)}}
+	if !r.Rated() {
+		return lines
+	}
+	buy := r.Buy.String()
+	if r.BuyReason != "" {
+		buy += " (" + r.BuyReason + ")"
+	}
+	return append(lines,
+		[2]string{"Sell", r.Sell.String() + " " + r.Currency + " (plan " + orDash(r.SellPlan) + ")"},
+		[2]string{"Buy", buy + " " + r.Currency + " (plan " + orDash(r.BuyPlan) + ")"},
+		[2]string{"Margin", r.Margin.String() + " " + r.Currency},
+		[2]string{"Destination", orDash(r.Destination) + " (prefix " + orDash(r.Prefix) + ")"},
+	)
 }

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
 	"github.com/carrier-core/carrier/analytics"
@@ -14,7 +17,7 @@ import (
 func newReportCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "report",
-		Short: "Traffic and ASR reports computed by ClickHouse over the CDRs",
+		Short: "Traffic, ASR and margin reports computed by ClickHouse over the CDRs",
 		Long: `Reports group the CDRs of a time range (by INVITE time) that match the
 filters of cdr list, each in its latest version, by destination, account,
 supplier or gateway.
@@ -22,26 +25,41 @@ supplier or gateway.
 A call is one CDR, however many gateways it tried; it is accounted on the
 gateway and supplier that answered it, or else on the last one tried.
 The destination is the first --digits digits of the callee's E.164
-number until rated CDRs carry the destination their rate matched.
+number; in the margin report, a rated call's destination is the one its
+sell rate matched (the deck's name for it, else the prefix).
+
+The margin report sums each call's latest price (rerates replace earlier
+ones): revenue (sell), cost (buy) and margin, exact, one row per group and
+currency. A call not rated (yet) counts in CALLS but adds no money; RATED
+counts those priced.
 
 --hourly reads the hourly aggregates ClickHouse keeps as CDRs are written
 (each CDR counted once, in its latest version) instead of the CDRs.`,
 	}
+	traffic := func(header []string, cells func(analytics.ReportRow) []string) func(string, []analytics.ReportRow, bool) table {
+		return func(by string, rows []analytics.ReportRow, total bool) table {
+			return reportTable(by, header, cells, rows, total)
+		}
+	}
 	cmd.AddCommand(
-		newReportKindCmd(a, "traffic", "Calls, answered calls and minutes",
-			[]string{"CALLS", "ANSWERED", "MINUTES", "BILLABLE MIN"},
-			func(r analytics.ReportRow) []string {
-				return []string{u64(r.Calls), u64(r.Answered), minutes(r.DurationMs), minutes(r.BillableSec * 1000)}
-			}),
-		newReportKindCmd(a, "asr", "Answer-seizure ratio, average call duration and post-dial delay",
-			[]string{"CALLS", "ANSWERED", "ASR %", "ACD", "PDD"},
-			func(r analytics.ReportRow) []string {
-				return []string{u64(r.Calls), u64(r.Answered), strconv.FormatFloat(100*r.ASR(), 'f', 1, 64),
-					r.ACD().Round(time.Second).String(), r.PDD().Round(100 * time.Millisecond).String()}
-			}),
+		newReportKindCmd(a, "traffic", "Calls, answered calls and minutes", analytics.Report, analytics.HourlyReport,
+			traffic([]string{"CALLS", "ANSWERED", "MINUTES", "BILLABLE MIN"},
+				func(r analytics.ReportRow) []string {
+					return []string{u64(r.Calls), u64(r.Answered), minutes(r.DurationMs), minutes(r.BillableSec * 1000)}
+				})),
+		newReportKindCmd(a, "asr", "Answer-seizure ratio, average call duration and post-dial delay", analytics.Report, analytics.HourlyReport,
+			traffic([]string{"CALLS", "ANSWERED", "ASR %", "ACD", "PDD"},
+				func(r analytics.ReportRow) []string {
+					return []string{u64(r.Calls), u64(r.Answered), strconv.FormatFloat(100*r.ASR(), 'f', 1, 64),
+						r.ACD().Round(time.Second).String(), r.PDD().Round(100 * time.Millisecond).String()}
+				})),
+		newReportKindCmd(a, "margin", "Revenue, cost and margin of the rated calls", analytics.MarginReport, analytics.HourlyMarginReport, marginTable),
 	)
 	return cmd
 }
+
+// reportFunc computes a report of rows R.
+type reportFunc[R any] func(context.Context, driver.Conn, string, analytics.ReportQuery) ([]R, error)
 
 func u64(v uint64) string { return strconv.FormatUint(v, 10) }
 
@@ -57,7 +75,10 @@ type reportJSON struct {
 	Minutes    float64 `json:"minutes"`
 }
 
-func newReportKindCmd(a *app, kind, short string, header []string, cells func(analytics.ReportRow) []string) *cobra.Command {
+// newReportKindCmd is a report command: plain computes it over the CDRs,
+// hourly over the hourly aggregates, layout lays its rows out (with a
+// total when total is set, for people).
+func newReportKindCmd[R any](a *app, kind, short string, plain, hourlyReport reportFunc[R], layout func(by string, rows []R, total bool) table) *cobra.Command {
 	var (
 		ch     clickhouseSettings
 		flt    cdrFilterFlags
@@ -84,7 +105,7 @@ func newReportKindCmd(a *app, kind, short string, header []string, cells func(an
 				return err
 			}
 			defer conn.Close()
-			report := analytics.Report
+			report := plain
 			if hourly {
 				// The aggregates hold whole hours: a range from "now"
 				// (the default) covers the hours started in it.
@@ -93,7 +114,7 @@ func newReportKindCmd(a *app, kind, short string, header []string, cells func(an
 					return fmt.Errorf("--hourly: the range holds no whole hour (%s to %s)", f.From.Format(time.RFC3339), f.To.Format(time.RFC3339))
 				}
 				q.Filter = f
-				report = analytics.HourlyReport
+				report = hourlyReport
 			}
 			rows, err := report(cmd.Context(), conn, ch.database, q)
 			if errors.Is(err, analytics.ErrBadReport) {
@@ -102,7 +123,7 @@ func newReportKindCmd(a *app, kind, short string, header []string, cells func(an
 			if err != nil {
 				return err
 			}
-			return writeTable(a.out, format, reportTable(by, header, cells, rows, format == "table" || format == ""))
+			return writeTable(a.out, format, layout(by, rows, format == "table" || format == ""))
 		},
 	}
 	ch.addFlags(cmd, "127.0.0.1:9000")
@@ -152,4 +173,55 @@ func byHeader(by string) string {
 	default:
 		return "GATEWAY"
 	}
+}
+
+// marginJSON is a margin report row for scripts: the exact sums (amounts
+// as decimal strings), and the ratios worked out from them.
+type marginJSON struct {
+	analytics.MarginRow
+	Minutes       float64 `json:"minutes"`
+	MarginPercent float64 `json:"margin_pct"`
+}
+
+// marginTable lays out a margin report; a table for people ends with the
+// total of each currency.
+func marginTable(by string, rows []analytics.MarginRow, total bool) table {
+	t := table{header: []string{byHeader(by), "CURRENCY", "CALLS", "ANSWERED", "RATED", "MINUTES", "REVENUE", "COST", "MARGIN", "MARGIN %"}}
+	cells := func(key string, r analytics.MarginRow) []string {
+		return []string{key, orDash(r.Currency), u64(r.Calls), u64(r.Answered), u64(r.Rated), minutes(r.DurationMs),
+			r.Revenue.String(), r.Cost.String(), r.Margin.String(), strconv.FormatFloat(r.MarginPercent(), 'f', 1, 64)}
+	}
+	recs := []marginJSON{}
+	sums := map[string]*analytics.MarginRow{}
+	var currencies []string
+	for _, r := range rows {
+		key := r.Key
+		if key == "" {
+			key = "(none)"
+		}
+		t.rows = append(t.rows, cells(key, r))
+		recs = append(recs, marginJSON{MarginRow: r, Minutes: r.Minutes(), MarginPercent: r.MarginPercent()})
+		sum := sums[r.Currency]
+		if sum == nil {
+			sum = &analytics.MarginRow{Currency: r.Currency}
+			sums[r.Currency] = sum
+			currencies = append(currencies, r.Currency)
+		}
+		sum.Calls += r.Calls
+		sum.Answered += r.Answered
+		sum.Rated += r.Rated
+		sum.DurationMs += r.DurationMs
+		sum.BillableSec += r.BillableSec
+		sum.Revenue += r.Revenue
+		sum.Cost += r.Cost
+		sum.Margin += r.Margin
+	}
+	if total && len(rows) > 1 {
+		slices.Sort(currencies)
+		for _, c := range currencies {
+			t.rows = append(t.rows, cells("TOTAL", *sums[c]))
+		}
+	}
+	t.records = recs
+	return t
 }

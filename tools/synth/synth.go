@@ -6,7 +6,9 @@
 // sizes, gateways of three suppliers with some failover, dispositions in
 // realistic proportions and call durations that are mostly short with a
 // long tail (exponential). A Generator with the same Config yields the
-// same CDRs, so a test or a benchmark can be repeated exactly.
+// same CDRs, so a test or a benchmark can be repeated exactly. Rate prices
+// them with a deterministic deck, as the rater would, so that loads carry
+// revenue, cost and margin too.
 package synth
 
 import (
@@ -39,31 +41,40 @@ type Config struct {
 	MeanDuration time.Duration
 }
 
-// destination is a country code, its share of the traffic and how many of
-// its calls are answered.
+// destination is a country code, its share of the traffic, how many of
+// its calls are answered, and its name and sell price in the synthetic
+// deck (see Rate).
 type destination struct {
 	prefix string
 	weight float64
 	asr    float64
 	digits int // national number length after the prefix
+	name   string
+	// sellPerSec is the deck's sell price of a second in nano-units, a
+	// multiple of 100 so that every price derived from it is exact; 0
+	// means the deck has no rate for it.
+	sellPerSec schema.Money
 }
 
 var destinations = []destination{
-	{"1", 24, 0.55, 10},
-	{"44", 14, 0.50, 10},
-	{"49", 12, 0.52, 10},
-	{"33", 8, 0.48, 9},
-	{"91", 10, 0.38, 10},
-	{"234", 5, 0.30, 10},
-	{"52", 5, 0.42, 10},
-	{"86", 5, 0.40, 11},
-	{"7", 5, 0.45, 10},
-	{"55", 6, 0.44, 11},
-	{"61", 6, 0.53, 9},
+	{"1", 24, 0.55, 10, "USA/Canada", 200_000}, // 0.012/min
+	{"44", 14, 0.50, 10, "United Kingdom", 300_000},
+	{"49", 12, 0.52, 10, "Germany", 350_000},
+	{"33", 8, 0.48, 9, "France", 400_000},
+	{"91", 10, 0.38, 10, "India", 500_000},
+	{"234", 5, 0.30, 10, "Nigeria", 0}, // not in the deck: unrated
+	{"52", 5, 0.42, 10, "Mexico", 600_000},
+	{"86", 5, 0.40, 11, "China", 250_000},
+	{"7", 5, 0.45, 10, "Russia", 700_000},
+	{"55", 6, 0.44, 11, "Brazil", 450_000},
+	{"61", 6, 0.53, 9, "Australia", 550_000},
 }
 
 // gateway is a supplier's gateway; calls fail over from one to the next.
 type gateway struct{ name, supplier, addr string }
+
+// buyPercent is what each supplier charges, in percent of the sell price.
+var buyPercent = map[string]int64{"sup-alpha": 70, "sup-bravo": 80, "sup-charlie": 90}
 
 var gateways = []gateway{
 	{"gw-a1", "sup-alpha", "192.0.2.11:5060"},
@@ -234,8 +245,9 @@ func (g *Generator) Next() schema.CDR {
 }
 
 // Load generates n CDRs and inserts them into database in batches of
-// batch rows (default 50,000) at analytics.VersionUnrated. progress, when
-// not nil, is told the number loaded after each batch.
+// batch rows (default 50,000), rated by Rate (run 0) as the sink stores a
+// call.rated. progress, when not nil, is told the number loaded after
+// each batch.
 func Load(ctx context.Context, conn driver.Conn, database string, g *Generator, n, batch int, progress func(int)) error {
 	if batch <= 0 {
 		batch = 50000
@@ -244,7 +256,11 @@ func Load(ctx context.Context, conn driver.Conn, database string, g *Generator, 
 	for done := 0; done < n; {
 		recs = recs[:0]
 		for len(recs) < batch && done+len(recs) < n {
-			recs = append(recs, analytics.CDRRecord{CDR: g.Next(), Version: analytics.VersionUnrated})
+			rec, err := analytics.RatedRecord(Rate(g.Next(), 0))
+			if err != nil {
+				return fmt.Errorf("synth: %w", err)
+			}
+			recs = append(recs, rec)
 		}
 		if err := analytics.InsertCDRs(ctx, conn, database, recs); err != nil {
 			return fmt.Errorf("synth: after %d CDRs: %w", done, err)
@@ -255,4 +271,55 @@ func Load(ctx context.Context, conn driver.Conn, database string, g *Generator, 
 		}
 	}
 	return nil
+}
+
+// Rate prices a synthetic CDR with a simple deterministic deck, as the
+// rater would publish it (schema.RatedCDR): per-second billing (1/1
+// increments, no connection fee), the sell price of the callee's
+// destination, the supplier's buy price a fixed percentage of it
+// (buyPercent), margin the difference. A call that never connected is
+// rated at zero. Rerate run run > 0 sells at (100+run)% of the deck, so
+// that each rerate changes the price. Destinations without a sell price
+// (Nigeria) come out unrated with reason no_rate. The account's currency
+// is EUR, or USD for every fourth account (acct-004, acct-008, ...).
+func Rate(c schema.CDR, run uint64) schema.RatedCDR {
+	rc := schema.RatedCDR{CDR: c, Run: run, RatedAt: c.EndAt + 1000 + int64(run), Currency: Currency(c.Account)}
+	var dest destination
+	for _, d := range destinations {
+		if len(d.prefix) > len(dest.prefix) && len(c.CalleeE164) >= len(d.prefix) && c.CalleeE164[:len(d.prefix)] == d.prefix {
+			dest = d
+		}
+	}
+	if dest.sellPerSec == 0 {
+		rc.Status, rc.Reason, rc.Detail = schema.StatusUnrated, schema.UnratedNoRate, "no rate for "+c.CalleeE164
+		return rc
+	}
+	secs := c.BillableSec
+	if c.Disposition != schema.Answered {
+		secs = 0
+	}
+	sellPerSec := dest.sellPerSec * schema.Money(100+run) / 100
+	buyPerSec := dest.sellPerSec * schema.Money(buyPercent[c.Supplier]) / 100
+	sell, buy := sellPerSec*schema.Money(secs), buyPerSec*schema.Money(secs)
+	leg := func(plan string, perSec, cost schema.Money) *schema.RatedLeg {
+		return &schema.RatedLeg{
+			Plan: plan, PlanVersion: 1, Prefix: dest.prefix, Destination: dest.name,
+			Rate: (perSec * 60).String(), ConnectFee: "0.00", FirstIncrement: 1, NextIncrement: 1,
+			Seconds: secs, BilledSeconds: secs, Exact: cost.String(), Cost: cost.String(),
+		}
+	}
+	rc.Status = schema.StatusRated
+	rc.Sell = leg("retail-"+rc.Currency, sellPerSec, sell)
+	rc.Buy = leg("buy-"+c.Supplier, buyPerSec, buy)
+	rc.SellCost, rc.BuyCost, rc.Margin = sell.String(), buy.String(), (sell - buy).String()
+	return rc
+}
+
+// Currency is the currency Rate gives an account's calls.
+func Currency(account string) string {
+	var n int
+	if _, err := fmt.Sscanf(account, "acct-%d", &n); err == nil && n%4 == 0 {
+		return "USD"
+	}
+	return "EUR"
 }

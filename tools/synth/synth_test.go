@@ -81,3 +81,46 @@ func TestTrafficIsPlausible(t *testing.T) {
 		t.Errorf("accounts %v: want all 10, the first much bigger than the last", accounts)
 	}
 }
+
+// TestRateIsConsistent checks the synthetic deck: exact amounts that add
+// up, per-second prices, a rerate that changes the sell price only, and
+// unrated calls where the deck has no rate.
+func TestRateIsConsistent(t *testing.T) {
+	g := synth.New(synth.Config{Seed: 5, Accounts: 8})
+	var rated, unrated, currencies = 0, 0, map[string]bool{}
+	for range 5000 {
+		c := g.Next()
+		rc := synth.Rate(c, 0)
+		currencies[rc.Currency] = true
+		if rc.CDR.ID != c.ID || rc.Run != 0 || rc.RatedAt <= c.EndAt {
+			t.Fatalf("rating of %s: %+v", c.ID, rc)
+		}
+		if rc.Status == schema.StatusUnrated {
+			unrated++
+			if rc.Reason != schema.UnratedNoRate || rc.SellCost != "" || rc.Sell != nil {
+				t.Fatalf("unrated %+v", rc)
+			}
+			continue
+		}
+		rated++
+		sell, buy, margin := schema.MustParseMoney(rc.SellCost), schema.MustParseMoney(rc.BuyCost), schema.MustParseMoney(rc.Margin)
+		if margin != sell-buy || buy > sell || sell < 0 || rc.Sell.Cost != rc.SellCost || rc.Buy.Cost != rc.BuyCost {
+			t.Fatalf("sell %s, buy %s, margin %s", sell, buy, margin)
+		}
+		if c.Disposition != schema.Answered && sell != 0 {
+			t.Fatalf("unanswered call priced %s", sell)
+		}
+		if c.Disposition == schema.Answered {
+			if rc.Sell.BilledSeconds != c.BillableSec || sell != schema.MustParseMoney(rc.Sell.Rate)/60*schema.Money(c.BillableSec) {
+				t.Fatalf("sell %s for %d s at %s/min", sell, c.BillableSec, rc.Sell.Rate)
+			}
+			re := synth.Rate(c, 10)
+			if c.BillableSec > 0 && (schema.MustParseMoney(re.SellCost) != sell*110/100 || re.BuyCost != rc.BuyCost) {
+				t.Fatalf("rerate run 10: sell %s buy %s, was %s %s", re.SellCost, re.BuyCost, rc.SellCost, rc.BuyCost)
+			}
+		}
+	}
+	if rated == 0 || unrated == 0 || !currencies["EUR"] || !currencies["USD"] {
+		t.Fatalf("%d rated, %d unrated, currencies %v: want both kinds and EUR and USD", rated, unrated, currencies)
+	}
+}
