@@ -1,6 +1,7 @@
 package cdrgen
 
 import (
+	"cmp"
 	"slices"
 	"strconv"
 
@@ -268,8 +269,9 @@ func newCDR(tx *schema.Transaction, node string) schema.CDR {
 		ProvisionalAt: tx.ProvisionalAt,
 		Node:          node,
 	}
-	cdr.CallerE164 = e164(cdr.Caller)
-	cdr.CalleeE164 = e164(cdr.Callee)
+	// As the trunk's dial plan normalised them, when it has one.
+	cdr.CallerE164 = e164(cmp.Or(tx.CallerE164, cdr.Caller))
+	cdr.CalleeE164 = e164(cmp.Or(tx.CalleeE164, cdr.Callee))
 	// The proxy notes the first provisional after 100 Trying only, so a
 	// 183 that follows a 180 goes unseen.
 	cdr.EarlyMedia = tx.ProvisionalStatus == 183
@@ -367,7 +369,7 @@ func (r rules) endCDR(cdr schema.CDR, bye *schema.Transaction) schema.CDR {
 // (same tag as the INVITE) from the callee (tags swapped).
 func hangup(callFromTag string, bye *schema.Transaction) (by, reason string) {
 	switch bye.Note {
-	case schema.EndCreditExhausted, schema.EndMaxDuration, schema.EndNoBye:
+	case schema.EndCreditExhausted, schema.EndCreditUnavailable, schema.EndMaxDuration, schema.EndNoBye:
 		return schema.HangupProxy, bye.Note
 	}
 	if bye.FromTag == callFromTag {

@@ -326,3 +326,35 @@ func TestSIPMissingBye(t *testing.T) {
 	want.HangupBy, want.HangupReason = schema.HangupProxy, schema.EndNoBye
 	assertCDR(t, typ, normalised(t, got, true), want)
 }
+
+// TestSIPForcedDisconnect: the proxy ends a call itself (here its dialog
+// timeout; credit exhaustion takes the same path, see the prepaid tests
+// in cmd/carrier) with a BYE to both sides, and the CDR says the proxy
+// hung up and why, at the time the proxy's BYEs went out.
+func TestSIPForcedDisconnect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real SIP through the proxy")
+	}
+	const timeout = 1500 * time.Millisecond
+	rig := startSIPRig(t, testConfig(nil), func(c *proxy.Config) { c.DialogTimeout = timeout })
+	rig.callee.SetUAS(rig.callee.AnswerWhen(false, nil))
+	c := rig.caller.Invite(t, rig.proxy, "UDP", nil)
+	c.WaitFor(200)
+	c.Ack()
+	rig.caller.WaitRequest(t, sip.BYE, c.CallID, 1)
+	rig.callee.WaitRequest(t, sip.BYE, c.CallID, 1)
+
+	typ, got := rig.finished(t, c)
+	if typ != schema.TypeCallEnded {
+		t.Errorf("%s, want %s", typ, schema.TypeCallEnded)
+	}
+	if got.DurationMs < timeout.Milliseconds() || got.DurationMs > timeout.Milliseconds()+patience.Milliseconds() {
+		t.Errorf("call lasted %d ms, the dialog timeout is %v", got.DurationMs, timeout)
+	}
+	want := rig.golden(c)
+	want.Attempts = []schema.Attempt{attempt(rig, 200, "OK", 0, false)}
+	want.Disposition, want.Status, want.Reason = schema.Answered, 200, "OK"
+	want.AnswerAt = 1
+	want.HangupBy, want.HangupReason = schema.HangupProxy, schema.EndNoBye
+	assertCDR(t, typ, normalised(t, got, false), want)
+}

@@ -57,6 +57,18 @@ func (s *ProvisionStore) Trunks() Collection[schema.Trunk]     { return Collecti
 func (s *ProvisionStore) Gateways() Collection[schema.Gateway] { return Collection[schema.Gateway]{s} }
 func (s *ProvisionStore) Routes() Collection[schema.Route]     { return Collection[schema.Route]{s} }
 
+// Subscribers is the collection of the SIP users of our domains.
+func (s *ProvisionStore) Subscribers() Collection[schema.Subscriber] {
+	return Collection[schema.Subscriber]{s}
+}
+
+// DialPlans and DIDs are the trunks' number normalisation and the
+// inbound numbers.
+func (s *ProvisionStore) DialPlans() Collection[schema.DialPlan] {
+	return Collection[schema.DialPlan]{s}
+}
+func (s *ProvisionStore) DIDs() Collection[schema.DID] { return Collection[schema.DID]{s} }
+
 // Collection is one kind of object in the store.
 type Collection[T schema.Object] struct{ s *ProvisionStore }
 
@@ -174,6 +186,12 @@ func objects[T schema.Object](p *schema.Provisioning) []T {
 		m = any(p.Gateways).(map[string]T)
 	case map[string]schema.Route:
 		m = any(p.Routes).(map[string]T)
+	case map[string]schema.Subscriber:
+		m = any(p.Subscribers).(map[string]T)
+	case map[string]schema.DialPlan:
+		m = any(p.DialPlans).(map[string]T)
+	case map[string]schema.DID:
+		m = any(p.DIDs).(map[string]T)
 	}
 	out := make([]T, 0, len(m))
 	for _, id := range schema.SortedIDs(m) {
@@ -235,6 +253,12 @@ func (s *ProvisionStore) Apply(ctx context.Context, set schema.ProvisionSet) ([]
 			return out, err
 		}
 	}
+	for _, d := range set.DialPlans {
+		ch, err := s.DialPlans().Put(ctx, d)
+		if err := record(schema.KindDialPlan, d.ID, ch, err); err != nil {
+			return out, err
+		}
+	}
 	for _, t := range set.Trunks {
 		ch, err := s.Trunks().Put(ctx, t)
 		if err := record(schema.KindTrunk, t.ID, ch, err); err != nil {
@@ -244,6 +268,18 @@ func (s *ProvisionStore) Apply(ctx context.Context, set schema.ProvisionSet) ([]
 	for _, r := range set.Routes {
 		ch, err := s.Routes().Put(ctx, r)
 		if err := record(schema.KindRoute, r.ID, ch, err); err != nil {
+			return out, err
+		}
+	}
+	for _, sub := range set.Subscribers {
+		ch, err := s.Subscribers().Put(ctx, sub)
+		if err := record(schema.KindSubscriber, sub.ID, ch, err); err != nil {
+			return out, err
+		}
+	}
+	for _, d := range set.DIDs {
+		ch, err := s.DIDs().Put(ctx, d)
+		if err := record(schema.KindDID, d.Number, ch, err); err != nil {
 			return out, err
 		}
 	}
@@ -267,11 +303,20 @@ func (s *ProvisionStore) Plan(ctx context.Context, set schema.ProvisionSet) ([]A
 	for _, g := range set.Gateways {
 		out = append(out, Applied{schema.KindGateway, g.ID, planned(cur.Gateways, g)})
 	}
+	for _, d := range set.DialPlans {
+		out = append(out, Applied{schema.KindDialPlan, d.ID, planned(cur.DialPlans, d)})
+	}
 	for _, t := range set.Trunks {
 		out = append(out, Applied{schema.KindTrunk, t.ID, planned(cur.Trunks, t)})
 	}
 	for _, r := range set.Routes {
 		out = append(out, Applied{schema.KindRoute, r.ID, planned(cur.Routes, r)})
+	}
+	for _, sub := range set.Subscribers {
+		out = append(out, Applied{schema.KindSubscriber, sub.ID, planned(cur.Subscribers, sub)})
+	}
+	for _, d := range set.DIDs {
+		out = append(out, Applied{schema.KindDID, d.Number, planned(cur.DIDs, d)})
 	}
 	return out, nil
 }
@@ -337,6 +382,12 @@ func (s *ProvisionStore) fold(p *schema.Provisioning, e jetstream.KeyValueEntry)
 		err = foldOne(p.Gateways, id, del, e.Value())
 	case schema.KindRoute:
 		err = foldOne(p.Routes, id, del, e.Value())
+	case schema.KindSubscriber:
+		err = foldOne(p.Subscribers, id, del, e.Value())
+	case schema.KindDialPlan:
+		err = foldOne(p.DialPlans, id, del, e.Value())
+	case schema.KindDID:
+		err = foldOne(p.DIDs, id, del, e.Value())
 	}
 	if err != nil {
 		s.log.Warn("provisioning: ignoring invalid object", "key", e.Key(), "revision", e.Revision(), "err", err)

@@ -55,6 +55,12 @@ type admission struct {
 	// targets are the provisioned gateways the proxy can reach, probed
 	// when probing is on.
 	targets []*target
+	// dids are the trunk-owned DIDs by number, gatewayAddrs the addresses
+	// inbound calls to them may come from (did.go).
+	dids         map[string]*didEntry
+	gatewayAddrs map[netip.Addr]bool
+	// subs are the subscribers and our domains (subscriber.go).
+	subs subscriberTable
 }
 
 // gatewayHop is where initial requests go.
@@ -68,6 +74,7 @@ type gatewayHop struct {
 type trunkRef struct {
 	id, account string
 	trusted     bool
+	dialPlan    *dialPlan // nil: numbers pass as sent
 }
 
 // prefixTable finds the longest prefix that holds an address: one map
@@ -154,14 +161,16 @@ func (t *prefixTable) seal() {
 // turns its host:port into the address requests go to.
 func (p *Proxy) compile(pv *schema.Provisioning, resolve func(hostport string) string) *admission {
 	a := &admission{gateway: &target{gatewayHop: gatewayHop{id: p.cfg.Gateway, dest: p.gwDest, transport: p.gwTransport}}}
+	a.subs = p.compileSubscribers(pv)
 	if pv == nil {
 		return a
 	}
 	a.revision = pv.Revision
 	sources := 0
+	plans := p.compileDialPlans(pv)
 	for _, id := range schema.SortedIDs(pv.Trunks) {
 		t := pv.Trunks[id]
-		ref := &trunkRef{id: t.ID, account: t.Account, trusted: t.Trusted}
+		ref := &trunkRef{id: t.ID, account: t.Account, trusted: t.Trusted, dialPlan: p.trunkDialPlan(t, plans)}
 		for _, s := range t.Sources {
 			pfx, err := s.Prefix()
 			if err != nil {
@@ -193,6 +202,7 @@ func (p *Proxy) compile(pv *schema.Provisioning, resolve func(hostport string) s
 		t := &target{
 			gatewayHop: gatewayHop{id: g.ID, dest: resolve(net.JoinHostPort(host, strconv.Itoa(port))), transport: transport},
 			health:     p.health.get(g.ID),
+			gw:         g,
 		}
 		byID[g.ID] = t
 		a.targets = append(a.targets, t)
@@ -200,6 +210,7 @@ func (p *Proxy) compile(pv *schema.Provisioning, resolve func(hostport string) s
 	if len(a.targets) > 0 {
 		a.gateway = a.targets[0]
 	}
+	a.dids, a.gatewayAddrs = p.compileDIDs(pv, resolve), gatewayAddrs(a.targets)
 	keep := make(map[string]bool, len(byID))
 	for id := range byID {
 		keep[id] = true
@@ -207,7 +218,7 @@ func (p *Proxy) compile(pv *schema.Provisioning, resolve func(hostport string) s
 	p.health.prune(keep)
 	for _, id := range schema.SortedIDs(pv.Routes) {
 		r := pv.Routes[id]
-		e := &routeEntry{id: r.ID, maxAttempts: r.MaxAttempts}
+		e := &routeEntry{id: r.ID, maxAttempts: r.MaxAttempts, lcr: r.ModeOrDefault() == schema.RouteLCR, limits: newRouteLimits(r)}
 		weighted := r.ModeOrDefault() == schema.RouteWeighted
 		for i, gid := range r.Gateways {
 			t, ok := byID[gid]

@@ -21,7 +21,8 @@ var (
 
 // Listener is one socket the proxy serves SIP on.
 type Listener struct {
-	// Transport is "udp" or "tcp".
+	// Transport is "udp", "tcp" or "tls" (TLS over TCP, with the
+	// certificate of Config.TLS).
 	Transport string
 	// Addr is the local host:port, for example "127.0.0.1:5060". Port 0
 	// takes a free port.
@@ -86,6 +87,21 @@ type Config struct {
 	Timers Timers
 	// Health defaults as documented on Health.
 	Health Health
+	// BuyRates orders the gateways of lcr routes by their buy rate for
+	// each call's destination (BookBuyRates reads the rating Book); nil
+	// tries them in the order listed.
+	BuyRates BuyRates
+	// Subscribers configures digest authentication and the registrar
+	// for the subscribers of our domains.
+	Subscribers SubscriberConfig
+	// Credit is credit control for prepaid and postpaid accounts; off
+	// while Credit.Control is nil.
+	Credit Credit
+	// DialogTimeout ends an established call with a BYE to both sides
+	// this long after its answer, when no BYE came (default 3h; negative
+	// turns it off). Keep it below the correlator's maximum call
+	// duration, so that the proxy's end, with its reason, comes first.
+	DialogTimeout time.Duration
 	// MaxMessageSize is the largest SIP message accepted (default and at
 	// most 65535 bytes); larger requests get 413. Over UDP the effective
 	// limit is also bounded by sipgo's read buffer (sip.TransportBufferReadSize).
@@ -99,6 +115,15 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer takes the proxy's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
+	// TLS is the certificate of the tls listeners.
+	TLS TLS
+	// Flood is the per-source flood protection; off by default.
+	Flood Flood
+	// Limits says how calls over a provisioned limit are refused.
+	Limits Limits
+
+	// guards is the state of TLS, Flood and Limits, built by withDefaults.
+	guards *guards
 }
 
 const (
@@ -109,6 +134,7 @@ const (
 	defaultProbeTimeout    = 2 * time.Second
 	maxMessageSize         = 65535
 	defaultUDPBuffer       = 4 << 20
+	defaultDialogTimeout   = 3 * time.Hour
 )
 
 // withDefaults validates c and fills in the defaults.
@@ -122,8 +148,8 @@ func (c Config) withDefaults() (Config, error) {
 	ls := make([]Listener, len(c.Listeners))
 	for i, l := range c.Listeners {
 		l.Transport = strings.ToLower(l.Transport)
-		if l.Transport != "udp" && l.Transport != "tcp" {
-			return c, fmt.Errorf("listener %q: transport %q, want udp or tcp: %w", l.Addr, l.Transport, ErrInvalidConfig)
+		if l.Transport != "udp" && l.Transport != "tcp" && l.Transport != "tls" {
+			return c, fmt.Errorf("listener %q: transport %q, want udp, tcp or tls: %w", l.Addr, l.Transport, ErrInvalidConfig)
 		}
 		if _, _, err := net.SplitHostPort(l.Addr); err != nil {
 			return c, fmt.Errorf("listener %q: %v: %w", l.Addr, err, ErrInvalidConfig)
@@ -176,6 +202,21 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Health.ProbeInterval > 0 {
 		c.Health.ProbeTimeout = min(c.Health.ProbeTimeout, c.Health.ProbeInterval)
 	}
+	if c.Credit.Control != nil {
+		cr, err := c.Credit.withDefaults()
+		if err != nil {
+			return c, err
+		}
+		c.Credit = cr
+	}
+	if c.DialogTimeout == 0 {
+		c.DialogTimeout = defaultDialogTimeout
+	}
+	subs, err := c.Subscribers.withDefaults(c.Registerer)
+	if err != nil {
+		return c, err
+	}
+	c.Subscribers = subs
 	if c.MaxMessageSize <= 0 || c.MaxMessageSize > maxMessageSize {
 		c.MaxMessageSize = maxMessageSize
 	}
@@ -185,6 +226,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	g, err := c.newGuards()
+	if err != nil {
+		return c, err
+	}
+	c.guards = g
 	return c, nil
 }
 

@@ -100,23 +100,41 @@ type harness struct {
 
 func startProxy(t testing.TB, gateway, gatewayTransport string, tune func(*Config)) *harness {
 	t.Helper()
-	port := testkit.FreePort(t)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	h := &harness{ev: newCollector(), reg: prometheus.NewRegistry(), addr: addr, host: "127.0.0.1", port: port}
-	cfg := Config{
-		Node:             "test-node",
-		Listeners:        []Listener{{Transport: "udp", Addr: addr}, {Transport: "tcp", Addr: addr}},
-		Gateway:          gateway,
-		GatewayTransport: gatewayTransport,
-		Logger:           testLogger(),
-		Registerer:       h.reg,
-		// The phones call from 127.0.0.1; there is no open relay.
-		Provisioning: FixedProvisioning(localProvisioning()),
-	}
+	h := newHarness(t)
+	cfg := h.config(gateway)
+	cfg.GatewayTransport = gatewayTransport
 	if tune != nil {
 		tune(&cfg)
 	}
-	p, err := New(cfg, h.ev)
+	h.run(t, cfg, h.ev)
+	return h
+}
+
+// newHarness picks the port of a proxy to be run.
+func newHarness(t testing.TB) *harness {
+	port := testkit.FreePort(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	return &harness{ev: newCollector(), reg: prometheus.NewRegistry(), addr: addr, host: "127.0.0.1", port: port}
+}
+
+// config is the tests' proxy: UDP and TCP on the harness's port, the
+// local trunk (the phones call from 127.0.0.1; there is no open relay).
+func (h *harness) config(gateway string) Config {
+	return Config{
+		Node:         "test-node",
+		Listeners:    []Listener{{Transport: "udp", Addr: h.addr}, {Transport: "tcp", Addr: h.addr}},
+		Gateway:      gateway,
+		Logger:       testLogger(),
+		Registerer:   h.reg,
+		Provisioning: FixedProvisioning(localProvisioning()),
+	}
+}
+
+// run starts the proxy of cfg and waits until it serves; stop ends it
+// (once; the test's end calls it too).
+func (h *harness) run(t testing.TB, cfg Config, events EventPublisher) (stop func()) {
+	t.Helper()
+	p, err := New(cfg, events)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,18 +150,22 @@ func startProxy(t testing.TB, gateway, gatewayTransport string, tune func(*Confi
 	case <-time.After(patience):
 		t.Fatal("proxy not ready")
 	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(patience):
+				t.Errorf("Run did not return after its context ended")
 			}
-		case <-time.After(patience):
-			t.Errorf("Run did not return after its context ended")
-		}
-	})
-	return h
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // localProvisioning has one trunk, "local" of account "local", for the

@@ -30,6 +30,8 @@ type gwHealth struct {
 	// probed: a probe is in flight; the next round leaves the gateway alone.
 	probed atomic.Bool
 	up     prometheus.Gauge
+	// cps holds the gateway's calls per second (limits.go).
+	cps cpsBucket
 }
 
 // healthy reports whether the gateway is neither held down nor probed
@@ -97,6 +99,8 @@ func (b *healthBook) prune(keep map[string]bool) {
 type target struct {
 	gatewayHop
 	health *gwHealth
+	// gw is the gateway as provisioned, whose buy rates order lcr routes.
+	gw schema.Gateway
 }
 
 // routeEntry is a route compiled for the request path.
@@ -105,30 +109,47 @@ type routeEntry struct {
 	targets     []*target
 	weights     []int // nil: ordered
 	maxAttempts int
+	// lcr orders the targets of each call by buy rate (lcr.go).
+	lcr bool
+	// limits are the accounts and times the route is for; nil: any.
+	limits *routeLimits
 }
 
-// routeTable finds the route with the longest prefix of a destination:
-// one map lookup per prefix length in use, longest first.
+// routeTable finds the route with the longest prefix of a destination
+// that is for the caller's account at the time of the call: one map
+// lookup per prefix length in use, longest first. Routes of one prefix
+// are kept most specific first (see routeLimits.specificity).
 type routeTable struct {
 	lens     []int
-	byPrefix map[string]*routeEntry
+	byPrefix map[string][]*routeEntry
 }
 
 func (t *routeTable) add(prefix string, r *routeEntry) {
 	if t.byPrefix == nil {
-		t.byPrefix = map[string]*routeEntry{}
+		t.byPrefix = map[string][]*routeEntry{}
 	}
 	if !slices.Contains(t.lens, len(prefix)) {
 		t.lens = append(t.lens, len(prefix))
 	}
-	t.byPrefix[prefix] = r
+	t.byPrefix[prefix] = append(t.byPrefix[prefix], r)
 }
 
-func (t *routeTable) seal() { slices.SortFunc(t.lens, func(a, b int) int { return b - a }) }
+func (t *routeTable) seal() {
+	slices.SortFunc(t.lens, func(a, b int) int { return b - a })
+	for _, rs := range t.byPrefix {
+		// Stable: routes are added in id order, which breaks ties.
+		slices.SortStableFunc(rs, func(a, b *routeEntry) int { return b.limits.specificity() - a.limits.specificity() })
+	}
+}
 
-// lookup is the route for the Request-URI user dest, nil for none. A
-// leading '+' is not part of the digits routes match.
-func (t *routeTable) lookup(dest string) *routeEntry {
+// lookup is the route for the Request-URI user dest of a call of no
+// particular account, nil for none.
+func (t *routeTable) lookup(dest string) *routeEntry { return t.match(dest, "", time.Now()) }
+
+// match is the route for the Request-URI user dest of a call of account
+// at now, nil for none. A leading '+' is not part of the digits routes
+// match.
+func (t *routeTable) match(dest, account string, now time.Time) *routeEntry {
 	if len(t.lens) == 0 {
 		return nil
 	}
@@ -139,8 +160,10 @@ func (t *routeTable) lookup(dest string) *routeEntry {
 		if n > len(dest) {
 			continue
 		}
-		if r, ok := t.byPrefix[dest[:n]]; ok {
-			return r
+		for _, r := range t.byPrefix[dest[:n]] {
+			if r.limits.admit(account, now) {
+				return r
+			}
 		}
 	}
 	return nil
@@ -159,14 +182,21 @@ type hunt struct {
 // weight, then the healthy ones first. Gateways that are down are tried
 // only after the healthy ones failed, rather than not at all: a probe or
 // a hold-down that is wrong must not refuse every call.
-func (r *routeEntry) plan(now time.Time) *hunt {
+func (r *routeEntry) plan(now time.Time) *hunt { return r.planFor("", now, nil) }
+
+// planFor is plan for a call to number; an lcr route orders its gateways
+// by their rates for it (none without rates: as listed).
+func (r *routeEntry) planFor(number string, now time.Time, rates BuyRates) *hunt {
 	h := &hunt{route: r, order: make([]*target, 0, len(r.targets)), maxTry: r.maxAttempts}
 	if h.maxTry <= 0 || h.maxTry > len(r.targets) {
 		h.maxTry = len(r.targets)
 	}
-	if r.weights == nil {
+	switch {
+	case r.lcr && rates != nil:
+		h.order = lcrOrder(h.order, r.targets, number, now, rates)
+	case r.weights == nil:
 		h.order = append(h.order, r.targets...)
-	} else {
+	default:
 		h.order = weightedOrder(h.order, r.targets, r.weights)
 	}
 	// A stable partition in place: the healthy first, each side in its
@@ -213,13 +243,19 @@ func weightedOrder(dst []*target, ts []*target, weights []int) []*target {
 
 // take is the next gateway to try, nil when the hunt is over.
 func (h *hunt) take() *target {
-	if h.tried >= h.maxTry || h.next >= len(h.order) {
-		return nil
+	for h.tried < h.maxTry && h.next < len(h.order) {
+		t := h.order[h.next]
+		h.next++
+		// A gateway at its calls per second is skipped, not tried. The
+		// first is taken as it is: routing an INVITE checks it
+		// (withinLimits), any other request has no limit.
+		if h.tried > 0 && t.health != nil && !t.health.cps.take(time.Now().UnixNano()) {
+			continue
+		}
+		h.tried++
+		return t
 	}
-	t := h.order[h.next]
-	h.next++
-	h.tried++
-	return t
+	return nil
 }
 
 // failover reports whether a final response of a gateway lets the hunt

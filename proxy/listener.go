@@ -16,8 +16,8 @@ import (
 // listener is one bound socket and the addresses the proxy gives out for it.
 type listener struct {
 	p         *Proxy
-	network   string // udp or tcp
-	transport string // UDP or TCP, as sipgo spells it
+	network   string // udp, tcp or tls
+	transport string // UDP, TCP or TLS, as sipgo spells it
 	local     string // bound host:port
 	laddr     sip.Addr
 	// host and port are advertised in Via and Record-Route (viaHost is
@@ -54,6 +54,9 @@ func (p *Proxy) bind(lc Listener) (*listener, error) {
 		ln, err := net.Listen("tcp", lc.Addr)
 		if err != nil {
 			return nil, fmt.Errorf("listen tcp %s: %w", lc.Addr, err)
+		}
+		if lc.Transport == "tls" {
+			ln = &tlsListener{Listener: ln, cfg: p.cfg.guards.tls, timeout: p.cfg.TLS.HandshakeTimeout, p: p}
 		}
 		l.tcp = &tcpListener{Listener: ln, l: l, conns: make(map[*tcpConn]struct{})}
 		bound = ln.Addr()
@@ -109,6 +112,9 @@ func (l *listener) serve(tpl *sip.TransportLayer) error {
 	if l.udp != nil {
 		return tpl.ServeUDP(l.udp)
 	}
+	if l.network == "tls" {
+		return tpl.ServeTLS(l.tcp)
+	}
 	return tpl.ServeTCP(l.tcp)
 }
 
@@ -119,6 +125,7 @@ func (l *listener) close() {
 	if l.tcp != nil {
 		l.tcp.close()
 	}
+	l.p.cfg.guards.flood.stop()
 }
 
 // owns reports whether host:port names this listener (port 0 is 5060).
@@ -164,7 +171,7 @@ func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		failures = 0
 		data := c.buf[:n]
-		if isKeepalive(data) {
+		if isKeepalive(data) || !c.l.p.floodAllowed(addr, data, "udp") {
 			continue
 		}
 		if !c.l.p.admit(data, min(len(b), c.l.p.cfg.MaxMessageSize), c.l, addr, "", c) {
@@ -203,6 +210,11 @@ type tcpListener struct {
 
 func (t *tcpListener) Accept() (net.Conn, error) {
 	c, err := t.Listener.Accept()
+	for err == nil && t.l.p.floodBanned(c.RemoteAddr()) {
+		// Before any TLS handshake: a banned address costs an accept.
+		_ = c.Close()
+		c, err = t.Listener.Accept()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -344,7 +356,7 @@ func (c *tcpConn) frame() {
 		if len(in) < total {
 			break
 		}
-		if p.admit(in[:total], limit, c.l, c.RemoteAddr(), c.local, c) {
+		if p.floodAllowed(c.RemoteAddr(), in[:total], c.l.network) && p.admit(in[:total], limit, c.l, c.RemoteAddr(), c.local, c) {
 			c.out = append(c.out, in[:total]...)
 		}
 		in = in[total:]

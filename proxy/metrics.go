@@ -25,6 +25,11 @@ type metrics struct {
 	// gatewayAttempts counts attempts by gateway id and final code.
 	gatewayAttempts *prometheus.CounterVec
 	gatewayUp       *prometheus.GaugeVec
+	// Flood protection and limits (flood.go, limits.go).
+	floodBans    prometheus.Counter
+	floodBanned  prometheus.Gauge
+	floodDropped prometheus.Counter
+	limited      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -73,10 +78,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "carrier_sip_gateway_up",
 		Help: "1 while a provisioned gateway is up, 0 while it is held down after a 503 or a timeout or fails its OPTIONS probes.",
 	}, []string{"gateway"})
+	m.floodBans = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "carrier_sip_flood_bans_total",
+		Help: "Source addresses banned for sending more requests within the flood window than the threshold.",
+	})
+	m.floodBanned = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "carrier_sip_flood_banned_sources",
+		Help: "Source addresses banned now.",
+	})
+	m.floodDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "carrier_sip_flood_dropped_total",
+		Help: "Messages dropped unanswered because their source address was banned.",
+	})
+	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "carrier_sip_limited_total",
+		Help: "Calls held back by a calls-per-second limit, by scope: account (refused) or gateway (sent to the route's next gateway, or refused when none was left).",
+	}, []string{"scope"})
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.transactions, m.inflight, m.malformed, m.stray, m.strayForwarded, m.eventErrors, refused, m.revision, m.gatewayAttempts, m.gatewayUp} {
+	for _, c := range []prometheus.Collector{m.transactions, m.inflight, m.malformed, m.stray, m.strayForwarded, m.eventErrors, refused, m.revision, m.gatewayAttempts, m.gatewayUp, m.floodBans, m.floodBanned, m.floodDropped, m.limited} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -44,6 +44,9 @@ type Proxy struct {
 	// health is the gateways' health, kept across provisioning changes.
 	health *healthBook
 
+	// dialogs are the established calls.
+	dialogs *dialogTable
+
 	// table is the provisioning compiled for the request path, swapped
 	// whole on every change.
 	table atomic.Pointer[admission]
@@ -84,6 +87,10 @@ func New(cfg Config, events EventPublisher) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
+	dialogs, err := newDialogTable(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	gwHost, gwPort, _ := splitHostPortDefault(cfg.Gateway, 5060) // checked by withDefaults
 	var rnd [5]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
@@ -95,6 +102,7 @@ func New(cfg Config, events EventPublisher) (*Proxy, error) {
 		events:      events,
 		m:           m,
 		health:      &healthBook{m: map[string]*gwHealth{}, up: m.gatewayUp},
+		dialogs:     dialogs,
 		screen:      sip.NewParser(),
 		gwDest:      net.JoinHostPort(gwHost, strconv.Itoa(gwPort)),
 		gwTransport: strings.ToUpper(cfg.GatewayTransport),
@@ -209,6 +217,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 	close(p.stop)
 	cancel()
+	p.forgetDialogs()
 	following.Wait()
 	for _, l := range p.listeners {
 		l.close()

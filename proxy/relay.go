@@ -30,6 +30,14 @@ type request struct {
 	// request so that the server transaction, which keeps the callback for
 	// as long as it lingers, does not keep the whole request alive.
 	cancel *cancelWatch
+	// credit is the call's credit while credit control holds it.
+	credit *creditSession
+	// slot gives back the call's place under its account's concurrent
+	// calls limit; the dialog takes it over when the call is answered.
+	slot func()
+	// call is whose call an initial INVITE is and whether it goes to a
+	// DID (dialplan.go).
+	call callRouting
 }
 
 // cancelWatch receives the CANCEL that sipgo matched to an INVITE.
@@ -116,6 +124,16 @@ func (p *Proxy) onRequest(req *sip.Request, tx *sip.ServerTx) {
 		if trunk != nil {
 			r.ev.Account, r.ev.Trunk = trunk.account, trunk.id
 		}
+		// The registrar, and digest auth for sources no trunk holds.
+		if r.subscribers(&trunk) {
+			return
+		}
+		// The trunk's dial plan, and DIDs (dialplan.go).
+		if req.IsInvite() {
+			if req, trunk = r.steer(trunk); req == nil {
+				return
+			}
+		}
 		if !r.admitted(trunk) {
 			return
 		}
@@ -131,7 +149,11 @@ func (p *Proxy) onRequest(req *sip.Request, tx *sip.ServerTx) {
 			p.log.Debug("send 100 Trying", "call_id", r.ev.CallID, "err", err)
 		}
 	}
-	h, err := p.route(req, in, initial)
+	// Calls to a registered subscriber go to its contact.
+	if initial && r.deliver() {
+		return
+	}
+	h, err := p.routeCall(req, in, initial, &r.call)
 	if err != nil {
 		p.log.Debug("no route", "call_id", r.ev.CallID, "method", r.ev.Method, "ruri", r.ev.RequestURI, "err", err)
 		r.respond(404, "Not Found", noteNoRoute)
@@ -144,7 +166,19 @@ func (p *Proxy) onRequest(req *sip.Request, tx *sip.ServerTx) {
 		r.finish()
 		return
 	}
+	// Calls-per-second limits of the account and the gateway (limits.go).
+	if initial && req.IsInvite() && !r.withinLimits(&h) {
+		return
+	}
+	if !initial {
+		p.inDialog(req, &r.ev)
+	} else if req.IsInvite() && !r.authorizeCredit() {
+		return
+	}
 	r.relay(p.forward(req, &h, initial && req.IsInvite()), &h)
+	if r.credit != nil {
+		r.credit.unanswered()
+	}
 }
 
 // inbound finds the listener a request arrived on and the local address.
@@ -205,7 +239,16 @@ func (p *Proxy) sendFailed(what, callID string, err error) {
 	p.log.Debug(what, "call_id", callID, "err", err)
 }
 
-func (r *request) publish() { r.p.publish(&r.ev, time.Now()) }
+// publish writes the event of a finished transaction. An unanswered call
+// gives its place under its account's limit back here, as its final
+// response went out (an answered one handed it to its dialog).
+func (r *request) publish() {
+	if r.slot != nil {
+		r.slot()
+		r.slot = nil
+	}
+	r.p.publish(&r.ev, time.Now())
+}
 
 // finish publishes the event of a request the proxy answered itself and,
 // for an INVITE, takes the caller's ACK of that answer.
@@ -282,6 +325,9 @@ func (r *request) relay(out *sip.Request, h *hop) {
 	a := schema.Attempt{Destination: h.dest, StartAt: schema.Millis(time.Now())}
 	if h.gateway {
 		a.Gateway = h.gatewayID
+		if h.target != nil {
+			a.Supplier = h.target.gw.Supplier
+		}
 	}
 	var cancels chan cancelSignal
 	if invite {
@@ -356,7 +402,7 @@ func (r *request) relay(out *sip.Request, h *hop) {
 			h = &next
 			out = p.forward(r.req, h, true)
 			r.ev.Destination = h.dest
-			a = schema.Attempt{Destination: h.dest, Gateway: t.id, StartAt: schema.Millis(time.Now())}
+			a = schema.Attempt{Destination: h.dest, Gateway: t.id, Supplier: t.gw.Supplier, StartAt: schema.Millis(time.Now())}
 			if err := start(); err != nil {
 				startErr(err)
 				continue
@@ -472,6 +518,9 @@ func (r *request) relay(out *sip.Request, h *hop) {
 				if !r.cancelled() {
 					r.final = true
 					final(&r.ev, res, now, "")
+					if invite && res.IsSuccess() && !r.ev.InDialog {
+						r.established(out, res, h, now)
+					}
 					if invite && res.IsSuccess() {
 						// 2xx retransmissions come while the client transaction
 						// lingers (RFC 6026) and go up the same way.

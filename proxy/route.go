@@ -3,11 +3,14 @@ package proxy
 import (
 	"errors"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/carrier-core/carrier/schema"
 )
 
 var (
@@ -36,6 +39,13 @@ type hop struct {
 // follow their Route set, then the Request-URI (loose routing, RFC 3261
 // 16.4 and 16.12).
 func (p *Proxy) route(req *sip.Request, in *listener, initial bool) (hop, error) {
+	return p.routeCall(req, in, initial, nil)
+}
+
+// routeCall is route for a request whose caller the proxy knows: c
+// carries the account (whose routes apply) and a DID to deliver to; nil
+// routes by destination alone.
+func (p *Proxy) routeCall(req *sip.Request, in *listener, initial bool, c *callRouting) (hop, error) {
 	h := hop{in: in, uri: req.Recipient}
 	var buf [8]*sip.RouteHeader
 	routes := buf[:0]
@@ -63,10 +73,14 @@ func (p *Proxy) route(req *sip.Request, in *listener, initial bool) (hop, error)
 	}
 
 	if initial && h.popped == len(routes) {
+		if c != nil && c.did != nil {
+			return h, h.toDID(p, c.did)
+		}
 		a := p.table.Load()
 		t := a.gateway
-		if re := a.routes.lookup(h.uri.User); re != nil {
-			h.hunt = re.plan(time.Now())
+		now := time.Now()
+		if re := a.routes.match(h.uri.User, c.accountOf(), now); re != nil {
+			h.hunt = re.planFor(h.uri.User, now, p.cfg.BuyRates)
 			t = h.hunt.take()
 		}
 		return h, h.toGateway(p, t)
@@ -272,4 +286,75 @@ func atoi(s string) int {
 		n = n*10 + int(s[i]-'0')
 	}
 	return n
+}
+
+// routeLimits are the accounts and time windows a route is for.
+type routeLimits struct {
+	accounts []string // empty: any
+	windows  []window // empty: always
+	loc      *time.Location
+}
+
+// window is a schema.TimeWindow compiled: days a bit per time.Weekday,
+// [from, to) minutes of the local day; from >= to wraps past midnight.
+type window struct {
+	days     uint8
+	from, to int
+}
+
+// newRouteLimits compiles the limits of r; nil when it has none.
+func newRouteLimits(r schema.Route) *routeLimits {
+	if len(r.Accounts) == 0 && len(r.Windows) == 0 {
+		return nil
+	}
+	l := &routeLimits{accounts: r.Accounts, loc: r.Location()}
+	for _, w := range r.Windows {
+		days, from, to, err := w.Compile()
+		if err != nil {
+			continue // validated by the store; never reached
+		}
+		l.windows = append(l.windows, window{days: days, from: from, to: to})
+	}
+	return l
+}
+
+// admit reports whether the route is for a call of account at now.
+func (l *routeLimits) admit(account string, now time.Time) bool {
+	if l == nil {
+		return true
+	}
+	if len(l.accounts) > 0 && !slices.Contains(l.accounts, account) {
+		return false
+	}
+	if len(l.windows) == 0 {
+		return true
+	}
+	local := now.In(l.loc)
+	day := uint8(1) << local.Weekday()
+	minute := local.Hour()*60 + local.Minute()
+	for _, w := range l.windows {
+		if w.days&day == 0 {
+			continue
+		}
+		if w.from < w.to && minute >= w.from && minute < w.to || w.from >= w.to && (minute >= w.from || minute < w.to) {
+			return true
+		}
+	}
+	return false
+}
+
+// specificity ranks routes of one prefix: one for some accounts beats
+// one for any, then one for some times beats one for always.
+func (l *routeLimits) specificity() int {
+	if l == nil {
+		return 0
+	}
+	s := 0
+	if len(l.accounts) > 0 {
+		s += 2
+	}
+	if len(l.windows) > 0 {
+		s++
+	}
+	return s
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/carrier-core/carrier/schema"
 )
 
 // ErrBadBand: a timetable row or a band name is not valid.
@@ -162,32 +164,10 @@ func parseClock(s string) (int, error) {
 	return hh*60 + mm, nil
 }
 
-var dayNames = map[string]time.Weekday{
-	"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday,
-	"thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday,
-}
-
 func parseDays(s string) (uint8, error) {
-	if strings.EqualFold(s, "all") {
-		return 0x7f, nil
-	}
-	var mask uint8
-	for part := range strings.SplitSeq(strings.ToLower(s), "+") {
-		a, b, isRange := strings.Cut(part, "-")
-		from, ok1 := dayNames[a]
-		to, ok2 := from, true
-		if isRange {
-			to, ok2 = dayNames[b]
-		}
-		if !ok1 || !ok2 {
-			return 0, fmt.Errorf("days %q: want mon-fri, sat+sun, all or a date YYYY-MM-DD: %w", s, ErrBadBand)
-		}
-		for d := from; ; d = (d + 1) % 7 {
-			mask |= 1 << d
-			if d == to {
-				break
-			}
-		}
+	mask, err := schema.ParseWeekdays(s)
+	if err != nil {
+		return 0, fmt.Errorf("days %q: want mon-fri, sat+sun, all or a date YYYY-MM-DD: %w", s, ErrBadBand)
 	}
 	return mask, nil
 }

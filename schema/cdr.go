@@ -39,6 +39,9 @@ const (
 	EndCreditExhausted = "credit_exhausted"
 	EndMaxDuration     = "max_duration"
 	EndNoBye           = "no_bye"
+	// EndCreditUnavailable: a prepaid call reached the end of its grant
+	// while the rating service did not answer for more.
+	EndCreditUnavailable = "credit_unavailable"
 )
 
 // CDR is one call: a caller's INVITE (all its attempts) and, when answered,

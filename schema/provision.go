@@ -44,6 +44,10 @@ func ParseKey(key string) (Kind, string, bool) {
 	switch Kind(kind) {
 	case KindAccount, KindTrunk, KindGateway, KindRoute:
 		return Kind(kind), id, true
+	case KindSubscriber:
+		return Kind(kind), id, true
+	case KindDialPlan, KindDID:
+		return Kind(kind), id, true
 	}
 	return "", "", false
 }
@@ -70,7 +74,7 @@ func ProvisioningBucket(o StreamOptions) jetstream.KeyValueConfig {
 // Object is a provisioning object: something with a kind, an id and rules
 // of its own. It is a type constraint, so that stores are typed by it.
 type Object interface {
-	Account | Trunk | Gateway | Route
+	Account | Trunk | Gateway | Route | Subscriber | DialPlan | DID
 	ObjectKind() Kind
 	ObjectID() string
 	Validate() error
@@ -101,6 +105,13 @@ type Account struct {
 	// puts the calls of prepaid and postpaid accounts under credit
 	// control; an account without a kind (no ledger) is not controlled.
 	Kind AccountKind `json:"kind,omitempty"`
+	// CPS bounds the calls per second the account may start (INVITEs
+	// admitted from its trunks); over it the proxy refuses the call. 0 is
+	// no limit.
+	CPS int `json:"cps,omitempty"`
+	// MaxCalls bounds the account's calls in progress (ringing or up); 0
+	// is no limit.
+	MaxCalls int `json:"max_calls,omitempty"`
 }
 
 func (a Account) ObjectKind() Kind { return KindAccount }
@@ -124,6 +135,19 @@ func (a Account) Validate() error {
 			return fmt.Errorf("account %s: %w: %w", a.ID, err, ErrInvalidObject)
 		}
 	}
+	if a.MaxCalls < 0 || a.MaxCalls > MaxCPS {
+		return fmt.Errorf("account %s: max calls %d: want 0 (no limit) to %d: %w", a.ID, a.MaxCalls, MaxCPS, ErrInvalidObject)
+	}
+	return checkCPS(KindAccount, a.ID, a.CPS)
+}
+
+// MaxCPS bounds a calls-per-second limit; more than any one proxy carries.
+const MaxCPS = 100_000
+
+func checkCPS(kind Kind, id string, cps int) error {
+	if cps < 0 || cps > MaxCPS {
+		return fmt.Errorf("%s %s: cps %d: want 0 (no limit) to %d calls per second: %w", kind, id, cps, MaxCPS, ErrInvalidObject)
+	}
 	return nil
 }
 
@@ -138,6 +162,9 @@ type Trunk struct {
 	// requests with a preloaded Route, which the proxy then follows; from
 	// anyone else such a request is refused.
 	Trusted bool `json:"trusted,omitempty"`
+	// DialPlan names the dial plan that normalises the numbers of the
+	// trunk's calls before they are routed; none leaves them as sent.
+	DialPlan string `json:"dial_plan,omitempty"`
 }
 
 func (t Trunk) ObjectKind() Kind { return KindTrunk }
@@ -151,6 +178,9 @@ func (t Trunk) Validate() error {
 	}
 	if !validID.MatchString(t.Account) {
 		return fmt.Errorf("trunk %s: account %q: want an account id: %w", t.ID, t.Account, ErrInvalidObject)
+	}
+	if t.DialPlan != "" && !validID.MatchString(t.DialPlan) {
+		return fmt.Errorf("trunk %s: dial plan %q: want a dial plan id: %w", t.ID, t.DialPlan, ErrInvalidObject)
 	}
 	if len(t.Sources) == 0 {
 		return fmt.Errorf("trunk %s: no sources: name at least one address or CIDR: %w", t.ID, ErrInvalidObject)
@@ -308,6 +338,12 @@ type Gateway struct {
 	Address string `json:"address"`
 	// Transport is udp (default) or tcp.
 	Transport string `json:"transport,omitempty"`
+	// Supplier names who runs the gateway: its buy rates are the plan
+	// "buy-<supplier>", else "buy-<gateway id>".
+	Supplier string `json:"supplier,omitempty"`
+	// CPS bounds the calls per second the proxy sends the gateway; a
+	// call over it skips to the route's next gateway. 0 is no limit.
+	CPS int `json:"cps,omitempty"`
 }
 
 func (g Gateway) ObjectKind() Kind { return KindGateway }
@@ -326,7 +362,10 @@ func (g Gateway) Validate() error {
 	default:
 		return fmt.Errorf("gateway %s: transport %q: want udp or tcp: %w", g.ID, g.Transport, ErrInvalidObject)
 	}
-	return nil
+	if g.Supplier != "" && !validID.MatchString(g.Supplier) {
+		return fmt.Errorf("gateway %s: supplier %q: want letters, digits, '-' or '_': %w", g.ID, g.Supplier, ErrInvalidObject)
+	}
+	return checkCPS(KindGateway, g.ID, g.CPS)
 }
 
 // HostPort splits the gateway's address, with port 5060 when it has none.
@@ -360,6 +399,10 @@ const (
 	// RouteWeighted draws the order of each call at random, each gateway's
 	// chance of coming first in proportion to its weight.
 	RouteWeighted = "weighted"
+	// RouteLCR orders the gateways of each call by their buy rate for its
+	// destination, cheapest first; those without a rate go last, in the
+	// order listed.
+	RouteLCR = "lcr"
 )
 
 // MaxRouteGateways bounds a route's gateway list; a hunt longer than this
@@ -386,6 +429,13 @@ type Route struct {
 	Weights []int `json:"weights,omitempty"`
 	// MaxAttempts bounds the gateways tried per call; 0 tries them all.
 	MaxAttempts int `json:"max_attempts,omitempty"`
+	// Accounts limits the route to the calls of these accounts; empty is
+	// every account.
+	Accounts []string `json:"accounts,omitempty"`
+	// Windows limit the route to these times (any of them), read in
+	// TimeZone (an IANA name, UTC by default); empty is always.
+	Windows  []TimeWindow `json:"windows,omitempty"`
+	TimeZone string       `json:"time_zone,omitempty"`
 }
 
 func (r Route) ObjectKind() Kind { return KindRoute }
@@ -431,6 +481,10 @@ func (r Route) Validate() error {
 		if len(r.Weights) > 0 {
 			return fmt.Errorf("route %s: weights given in ordered mode: set mode weighted or drop them: %w", r.ID, ErrInvalidObject)
 		}
+	case RouteLCR:
+		if len(r.Weights) > 0 {
+			return fmt.Errorf("route %s: weights given in lcr mode: the buy rates order the gateways: %w", r.ID, ErrInvalidObject)
+		}
 	case RouteWeighted:
 		if len(r.Weights) > 0 && len(r.Weights) != len(r.Gateways) {
 			return fmt.Errorf("route %s: %d weights for %d gateways: want one per gateway: %w", r.ID, len(r.Weights), len(r.Gateways), ErrInvalidObject)
@@ -441,12 +495,12 @@ func (r Route) Validate() error {
 			}
 		}
 	default:
-		return fmt.Errorf("route %s: mode %q: want ordered or weighted: %w", r.ID, r.Mode, ErrInvalidObject)
+		return fmt.Errorf("route %s: mode %q: want ordered or weighted, or lcr (least cost): %w", r.ID, r.Mode, ErrInvalidObject)
 	}
 	if r.MaxAttempts < 0 || r.MaxAttempts > MaxRouteGateways {
 		return fmt.Errorf("route %s: max attempts %d: want 0 (all gateways) to %d: %w", r.ID, r.MaxAttempts, MaxRouteGateways, ErrInvalidObject)
 	}
-	return nil
+	return r.validateLimits()
 }
 
 // Provisioning is a whole provisioning at one point in time. Snapshots are
@@ -456,6 +510,10 @@ type Provisioning struct {
 	Trunks   map[string]Trunk   `json:"trunks"`
 	Gateways map[string]Gateway `json:"gateways"`
 	Routes   map[string]Route   `json:"routes"`
+	// Subscribers are the SIP users of our domains.
+	Subscribers map[string]Subscriber `json:"subscribers"`
+	DialPlans   map[string]DialPlan   `json:"dial_plans"`
+	DIDs        map[string]DID        `json:"dids"`
 	// Revision is the bucket revision of the last change folded in.
 	Revision uint64 `json:"revision"`
 	// At is when this snapshot was made.
@@ -464,7 +522,8 @@ type Provisioning struct {
 
 // NewProvisioning is an empty provisioning.
 func NewProvisioning() *Provisioning {
-	return &Provisioning{Accounts: map[string]Account{}, Trunks: map[string]Trunk{}, Gateways: map[string]Gateway{}, Routes: map[string]Route{}}
+	return &Provisioning{Accounts: map[string]Account{}, Trunks: map[string]Trunk{}, Gateways: map[string]Gateway{}, Routes: map[string]Route{},
+		Subscribers: map[string]Subscriber{}, DialPlans: map[string]DialPlan{}, DIDs: map[string]DID{}}
 }
 
 // Clone copies the maps, so that the copy can be changed.
@@ -474,6 +533,9 @@ func (p *Provisioning) Clone() *Provisioning {
 	c.Trunks = cloneMap(p.Trunks)
 	c.Gateways = cloneMap(p.Gateways)
 	c.Routes = cloneMap(p.Routes)
+	c.Subscribers = cloneMap(p.Subscribers)
+	c.DialPlans = cloneMap(p.DialPlans)
+	c.DIDs = cloneMap(p.DIDs)
 	return &c
 }
 
@@ -519,6 +581,21 @@ func (p *Provisioning) Check() error {
 			errs = append(errs, err)
 		}
 	}
+	for _, id := range SortedIDs(p.Subscribers) {
+		if err := p.CheckSubscriber(p.Subscribers[id]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, id := range SortedIDs(p.DialPlans) {
+		if err := p.CheckDialPlan(p.DialPlans[id]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, id := range SortedIDs(p.DIDs) {
+		if err := p.CheckDID(p.DIDs[id]); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -536,8 +613,8 @@ func (p *Provisioning) CheckRoute(r Route) error {
 		}
 	}
 	for _, id := range SortedIDs(p.Routes) {
-		if id != r.ID && p.Routes[id].MatchPrefix() == r.MatchPrefix() {
-			errs = append(errs, fmt.Errorf("route %s: prefix %q is route %s's already: %w", r.ID, r.Prefix, id, ErrInvalidObject))
+		if id != r.ID && p.Routes[id].MatchPrefix() == r.MatchPrefix() && sameLimits(p.Routes[id], r) {
+			errs = append(errs, fmt.Errorf("route %s: prefix %q is route %s's already, for the same accounts and times: %w", r.ID, r.Prefix, id, ErrInvalidObject))
 		}
 	}
 	return errors.Join(errs...)
@@ -566,6 +643,9 @@ func (p *Provisioning) CheckTrunk(t Trunk) error {
 	if _, ok := p.Accounts[t.Account]; !ok {
 		errs = append(errs, fmt.Errorf("trunk %s: account %q does not exist: %w", t.ID, t.Account, ErrInvalidObject))
 	}
+	if _, ok := p.DialPlans[t.DialPlan]; t.DialPlan != "" && !ok {
+		errs = append(errs, fmt.Errorf("trunk %s: dial plan %q does not exist: %w", t.ID, t.DialPlan, ErrInvalidObject))
+	}
 	mine := map[Source]bool{}
 	for _, s := range t.Sources {
 		mine[s.normal()] = true
@@ -590,11 +670,18 @@ type ProvisionSet struct {
 	Trunks   []Trunk   `json:"trunks,omitempty"`
 	Gateways []Gateway `json:"gateways,omitempty"`
 	Routes   []Route   `json:"routes,omitempty"`
+	// Subscribers come after the accounts they belong to.
+	Subscribers []Subscriber `json:"subscribers,omitempty"`
+	// DialPlans come before the trunks that name them, DIDs after the
+	// trunks that own them.
+	DialPlans []DialPlan `json:"dial_plans,omitempty"`
+	DIDs      []DID      `json:"dids,omitempty"`
 }
 
 // Len is the number of objects in the set.
 func (s ProvisionSet) Len() int {
-	return len(s.Accounts) + len(s.Trunks) + len(s.Gateways) + len(s.Routes)
+	return len(s.Accounts) + len(s.Trunks) + len(s.Gateways) + len(s.Routes) + len(s.Subscribers) +
+		len(s.DialPlans) + len(s.DIDs)
 }
 
 // Merge checks the set against the current provisioning and returns
@@ -604,7 +691,8 @@ func (s ProvisionSet) Len() int {
 func (s ProvisionSet) Merge(current *Provisioning) (*Provisioning, error) {
 	next := current.Clone()
 	var errs []error
-	seen := map[Kind]map[string]int{KindAccount: {}, KindTrunk: {}, KindGateway: {}, KindRoute: {}}
+	seen := map[Kind]map[string]int{KindAccount: {}, KindTrunk: {}, KindGateway: {}, KindRoute: {}, KindSubscriber: {},
+		KindDialPlan: {}, KindDID: {}}
 	entry := func(list string, i int, kind Kind, id string, err error) bool {
 		if err == nil {
 			if j, dup := seen[kind][id]; dup {
@@ -638,6 +726,21 @@ func (s ProvisionSet) Merge(current *Provisioning) (*Provisioning, error) {
 			next.Routes[r.ID] = r
 		}
 	}
+	for i, sub := range s.Subscribers {
+		if entry("subscribers", i, KindSubscriber, sub.ID, sub.Validate()) {
+			next.Subscribers[sub.ID] = sub
+		}
+	}
+	for i, d := range s.DialPlans {
+		if entry("dial_plans", i, KindDialPlan, d.ID, d.Validate()) {
+			next.DialPlans[d.ID] = d
+		}
+	}
+	for i, d := range s.DIDs {
+		if entry("dids", i, KindDID, d.Number, d.Validate()) {
+			next.DIDs[d.Number] = d
+		}
+	}
 	// Rules between objects, once all of the set is in.
 	for i, t := range s.Trunks {
 		if seen[KindTrunk][t.ID] != i {
@@ -655,8 +758,196 @@ func (s ProvisionSet) Merge(current *Provisioning) (*Provisioning, error) {
 			errs = append(errs, fmt.Errorf("routes[%d] (%s): %w", i, r.ID, err))
 		}
 	}
+	for i, sub := range s.Subscribers {
+		if seen[KindSubscriber][sub.ID] != i {
+			continue
+		}
+		if err := next.CheckSubscriber(sub); err != nil {
+			errs = append(errs, fmt.Errorf("subscribers[%d] (%s): %w", i, sub.ID, err))
+		}
+	}
+	for i, d := range s.DIDs {
+		if seen[KindDID][d.Number] != i {
+			continue
+		}
+		if err := next.CheckDID(d); err != nil {
+			errs = append(errs, fmt.Errorf("dids[%d] (%s): %w", i, d.Number, err))
+		}
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return next, nil
+}
+
+// TimeWindow is a period of the week a route is in force: Days
+// ("mon-fri", "sat+sun", "mon+wed-fri", "all" or empty for every day)
+// from From to To ("08:00", "18:00"; From equal to To is the whole day,
+// From after To runs past midnight), read on the local clock of the
+// route's time zone. Days are those of the instant: "fri 22:00-06:00"
+// covers Friday from 22:00 and Friday until 06:00.
+type TimeWindow struct {
+	Days string `json:"days,omitempty"`
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// Compile reads the window: a bit per time.Weekday and the minutes of
+// the local day it starts and ends at.
+func (w TimeWindow) Compile() (days uint8, from, to int, err error) {
+	days, err = parseWeekdays(w.Days)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if from, err = parseClock(w.From); err != nil {
+		return 0, 0, 0, err
+	}
+	if to, err = parseClock(w.To); err != nil {
+		return 0, 0, 0, err
+	}
+	if from == to {
+		from, to = 0, 24*60
+	}
+	return days, from, to, nil
+}
+
+// String is the window as ParseTimeWindow reads it: "mon-fri 08:00-18:00".
+func (w TimeWindow) String() string {
+	s := w.From + "-" + w.To
+	if w.Days != "" {
+		s = w.Days + " " + s
+	}
+	return s
+}
+
+// ParseTimeWindow reads "[DAYS ]HH:MM-HH:MM", for example
+// "mon-fri 08:00-18:00" or "22:00-06:00".
+func ParseTimeWindow(v string) (TimeWindow, error) {
+	var w TimeWindow
+	span := strings.TrimSpace(v)
+	if days, rest, ok := strings.Cut(span, " "); ok {
+		w.Days, span = days, strings.TrimSpace(rest)
+	}
+	from, to, ok := strings.Cut(span, "-")
+	if !ok {
+		return w, fmt.Errorf("time window %q: want [DAYS ]HH:MM-HH:MM, e.g. mon-fri 08:00-18:00: %w", v, ErrInvalidObject)
+	}
+	w.From, w.To = from, to
+	if _, _, _, err := w.Compile(); err != nil {
+		return w, fmt.Errorf("time window %q: %w", v, err)
+	}
+	return w, nil
+}
+
+func parseClock(s string) (int, error) {
+	h, m, ok := strings.Cut(s, ":")
+	hh, err1 := strconv.Atoi(h)
+	mm, err2 := strconv.Atoi(m)
+	if !ok || len(m) != 2 || err1 != nil || err2 != nil || hh < 0 || hh > 24 || mm < 0 || mm > 59 || hh == 24 && mm != 0 {
+		return 0, fmt.Errorf("time of day %q: want HH:MM from 00:00 to 24:00: %w", s, ErrInvalidObject)
+	}
+	return hh*60 + mm, nil
+}
+
+var weekdayNames = map[string]time.Weekday{
+	"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday,
+	"thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday,
+}
+
+// ErrBadWeekdays: a set of weekdays is not written as ParseWeekdays reads it.
+var ErrBadWeekdays = errors.New("not a set of weekdays")
+
+// ParseWeekdays reads a set of weekdays, "mon-fri", "sat+sun",
+// "mon+wed-fri" (a range may wrap, "fri-mon") or "all", into a bit mask
+// with bit time.Weekday set for each day in it. Route windows and rate
+// bands share it.
+func ParseWeekdays(s string) (uint8, error) {
+	if strings.EqualFold(s, "all") {
+		return 0x7f, nil
+	}
+	var mask uint8
+	for part := range strings.SplitSeq(strings.ToLower(s), "+") {
+		a, b, isRange := strings.Cut(part, "-")
+		from, ok1 := weekdayNames[a]
+		to, ok2 := from, true
+		if isRange {
+			to, ok2 = weekdayNames[b]
+		}
+		if !ok1 || !ok2 {
+			return 0, fmt.Errorf("days %q: %w", s, ErrBadWeekdays)
+		}
+		for d := from; ; d = (d + 1) % 7 {
+			mask |= 1 << d
+			if d == to {
+				break
+			}
+		}
+	}
+	return mask, nil
+}
+
+func parseWeekdays(s string) (uint8, error) {
+	if s == "" {
+		return 0x7f, nil
+	}
+	mask, err := ParseWeekdays(s)
+	if err != nil {
+		return 0, fmt.Errorf("days %q: want mon-fri, sat+sun, mon+wed-fri or all: %w", s, ErrInvalidObject)
+	}
+	return mask, nil
+}
+
+// MaxRouteWindows bounds a route's time windows.
+const MaxRouteWindows = 16
+
+// validateLimits checks the accounts and time windows of a route.
+func (r Route) validateLimits() error {
+	seen := map[string]bool{}
+	for _, a := range r.Accounts {
+		if !validID.MatchString(a) {
+			return fmt.Errorf("route %s: account %q: want an account id: %w", r.ID, a, ErrInvalidObject)
+		}
+		if seen[a] {
+			return fmt.Errorf("route %s: account %s listed twice: %w", r.ID, a, ErrInvalidObject)
+		}
+		seen[a] = true
+	}
+	if len(r.Windows) > MaxRouteWindows {
+		return fmt.Errorf("route %s: %d time windows: want at most %d: %w", r.ID, len(r.Windows), MaxRouteWindows, ErrInvalidObject)
+	}
+	for _, w := range r.Windows {
+		if _, _, _, err := w.Compile(); err != nil {
+			return fmt.Errorf("route %s: window %s: %w", r.ID, w, err)
+		}
+	}
+	if r.TimeZone != "" {
+		if len(r.Windows) == 0 {
+			return fmt.Errorf("route %s: time zone %q without windows: %w", r.ID, r.TimeZone, ErrInvalidObject)
+		}
+		if _, err := time.LoadLocation(r.TimeZone); err != nil {
+			return fmt.Errorf("route %s: time zone %q: want an IANA name such as Europe/Berlin (%v): %w", r.ID, r.TimeZone, err, ErrInvalidObject)
+		}
+	}
+	return nil
+}
+
+// Location is the zone the route's windows are read in, UTC by default.
+func (r Route) Location() *time.Location {
+	if r.TimeZone == "" {
+		return time.UTC
+	}
+	loc, err := time.LoadLocation(r.TimeZone)
+	if err != nil {
+		return time.UTC // validated; never reached
+	}
+	return loc
+}
+
+// sameLimits reports two routes limited to the same accounts and times,
+// which with the same prefix would make routing ambiguous.
+func sameLimits(a, b Route) bool {
+	as, bs := slices.Clone(a.Accounts), slices.Clone(b.Accounts)
+	slices.Sort(as)
+	slices.Sort(bs)
+	return slices.Equal(as, bs) && slices.Equal(a.Windows, b.Windows) && (len(a.Windows) == 0 || a.TimeZone == b.TimeZone)
 }

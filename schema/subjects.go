@@ -96,7 +96,7 @@ func Streams(o StreamOptions) []jetstream.StreamConfig {
 		{
 			Name:        StreamSIP,
 			Description: "every SIP transaction the proxies handled",
-			Subjects:    []string{AllTransactions},
+			Subjects:    []string{AllTransactions, SubjectBans},
 			Storage:     jetstream.FileStorage,
 			Retention:   jetstream.LimitsPolicy,
 			MaxAge:      o.SIPMaxAge,

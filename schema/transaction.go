@@ -55,6 +55,20 @@ type Transaction struct {
 	// Account and Trunk identify the customer when the proxy knows them.
 	Account string `json:"account,omitempty"`
 	Trunk   string `json:"trunk,omitempty"`
+	// Subscriber is the subscriber id that authenticated the request
+	// (digest); its calls are billed to Account, the subscriber's.
+	Subscriber string `json:"subscriber,omitempty"`
+	// CallerE164 and CalleeE164 are the caller (From user) and callee
+	// (Request-URI user) of an initial INVITE as the trunk's dial plan
+	// normalised them, which is what was routed and sent on; empty when
+	// the trunk has no dial plan. As received they are in FromURI and
+	// RequestURI. Class is the dial plan's label for the call ("mobile").
+	CallerE164 string `json:"caller_e164,omitempty"`
+	CalleeE164 string `json:"callee_e164,omitempty"`
+	Class      string `json:"class,omitempty"`
+	// DID is the number of ours an inbound call was delivered to its
+	// owner for.
+	DID string `json:"did,omitempty"`
 	// Note says why the proxy answered itself or ended a dialog, in a
 	// machine-readable word (max_forwards, malformed, no_route, ...).
 	Note string `json:"note,omitempty"`

@@ -119,6 +119,8 @@ currency of an open ledger cannot change.`,
 	cmd.Flags().StringVar(&kind, "kind", "", "prepaid or postpaid (required)")
 	cmd.Flags().StringVar(&creditLimit, "credit-limit", "", "postpaid: how far below zero the balance may go, e.g. 500.00")
 	cmd.Flags().StringVar(&acct.SellPlan, "plan", "", "sell rate plan of the account's calls")
+	cmd.Flags().IntVar(&acct.CPS, "cps", 0, "calls per second the account may start; over it a call is refused (0: no limit)")
+	cmd.Flags().IntVar(&acct.MaxCalls, "max-calls", 0, "calls the account may have in progress at once; over it a call is refused (0: no limit)")
 	_ = cmd.MarkFlagRequired("currency")
 	_ = cmd.MarkFlagRequired("kind")
 	return cmd
@@ -224,7 +226,7 @@ func newAccountShowCmd(a *app) *cobra.Command {
 				if v.ID == "" {
 					return fmt.Errorf("account %s is neither provisioned nor in the ledger (see `carrier account list`)", args[0])
 				}
-				fields := [][2]string{{"id", v.ID}, {"name", v.Name}, {"currency", v.Currency}, {"plan", v.SellPlan}}
+				fields := [][2]string{{"id", v.ID}, {"name", v.Name}, {"currency", v.Currency}, {"plan", v.SellPlan}, {"cps", cpsText(v.CPS)}, {"max calls", cpsText(v.MaxCalls)}}
 				if v.Ledger == nil {
 					fields = append(fields, [2]string{"ledger", "none: open it with `carrier account create`"})
 				} else {
@@ -243,17 +245,18 @@ func newAccountSetCmd(a *app) *cobra.Command {
 	var (
 		nats                    natsSettings
 		name, plan, creditLimit string
+		cps, maxCalls           int
 	)
 	cmd := &cobra.Command{
-		Use:     "set ID [--name NAME] [--plan PLAN] [--credit-limit AMOUNT]",
-		Short:   "Change an account's name, sell plan or (postpaid) credit limit",
+		Use:     "set ID [--name NAME] [--plan PLAN] [--cps N] [--max-calls N] [--credit-limit AMOUNT]",
+		Short:   "Change an account's name, sell plan, calls-per-second limit or (postpaid) credit limit",
 		Example: `  carrier account set bigco --credit-limit 7500 --plan wholesale-us`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
 			f := cmd.Flags()
-			if !f.Changed("name") && !f.Changed("plan") && !f.Changed("credit-limit") {
-				return errors.New("nothing to set: give --name, --plan or --credit-limit")
+			if !f.Changed("name") && !f.Changed("plan") && !f.Changed("credit-limit") && !f.Changed("cps") && !f.Changed("max-calls") {
+				return errors.New("nothing to set: give --name, --plan, --cps, --max-calls or --credit-limit")
 			}
 			var limit schema.Money
 			if f.Changed("credit-limit") {
@@ -263,7 +266,7 @@ func newAccountSetCmd(a *app) *cobra.Command {
 				}
 			}
 			return withLedger(cmd.Context(), a, nats.url, func(ctx context.Context, l *ledger.Ledger, s *eventlog.ProvisionStore) error {
-				if f.Changed("name") || f.Changed("plan") {
+				if f.Changed("name") || f.Changed("plan") || f.Changed("cps") || f.Changed("max-calls") {
 					acc, err := s.Accounts().Get(ctx, id)
 					if err != nil {
 						return notProvisioned(err, "account")
@@ -273,6 +276,12 @@ func newAccountSetCmd(a *app) *cobra.Command {
 					}
 					if f.Changed("plan") {
 						acc.SellPlan = plan
+					}
+					if f.Changed("max-calls") {
+						acc.MaxCalls = maxCalls
+					}
+					if f.Changed("cps") {
+						acc.CPS = cps
 					}
 					ch, err := s.Accounts().Put(ctx, acc)
 					if err != nil {
@@ -301,6 +310,8 @@ func newAccountSetCmd(a *app) *cobra.Command {
 	nats.addFlags(cmd)
 	cmd.Flags().StringVar(&name, "name", "", "description")
 	cmd.Flags().StringVar(&plan, "plan", "", "sell rate plan (empty: none)")
+	cmd.Flags().IntVar(&cps, "cps", 0, "calls per second the account may start (0: no limit)")
+	cmd.Flags().IntVar(&maxCalls, "max-calls", 0, "calls the account may have in progress at once (0: no limit)")
 	cmd.Flags().StringVar(&creditLimit, "credit-limit", "", "postpaid credit limit, e.g. 500.00")
 	return cmd
 }

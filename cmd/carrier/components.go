@@ -24,6 +24,7 @@ import (
 	"github.com/carrier-core/carrier/cdrgen"
 	"github.com/carrier-core/carrier/eventlog"
 	"github.com/carrier-core/carrier/proxy"
+	"github.com/carrier-core/carrier/rating"
 )
 
 // Settings shared by several commands. Each command adds the groups it
@@ -59,15 +60,43 @@ type proxySettings struct {
 	// creates.
 	trunkCurrency string
 	health        proxy.Health
+	// subscribers are digest auth and the registrar; nonceSecret is
+	// shared by the proxies of one network.
+	subscribers proxy.SubscriberConfig
+	nonceSecret string
+	// tls, flood and limits are the proxy's safety settings.
+	tls    proxy.TLS
+	flood  proxy.Flood
+	limits proxy.Limits
+	// credit is credit control; its Control is set from the connection.
+	credit        proxy.Credit
+	creditControl bool
+	dialogTimeout time.Duration
 }
 
 func (s *proxySettings) addFlags(cmd *cobra.Command, defaultSpool string) {
-	cmd.Flags().StringSliceVar(&s.listen, "sip-listen", []string{"127.0.0.1:5060"}, "SIP listen addresses: ADDR (UDP and TCP), udp:ADDR or tcp:ADDR")
+	cmd.Flags().StringSliceVar(&s.listen, "sip-listen", []string{"127.0.0.1:5060"}, "SIP listen addresses: ADDR (UDP and TCP), udp:ADDR, tcp:ADDR or tls:ADDR (with --tls-cert and --tls-key)")
+	cmd.Flags().StringVar(&s.tls.CertFile, "tls-cert", "", "PEM certificate (with its chain) of the tls: listeners")
+	cmd.Flags().StringVar(&s.tls.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	cmd.Flags().IntVar(&s.flood.Threshold, "flood-threshold", 0, "ban a source address that sends more SIP requests than this within --flood-window (0: no flood protection; trusted trunks and gateways are never banned)")
+	cmd.Flags().DurationVar(&s.flood.Window, "flood-window", time.Second, "window of --flood-threshold")
+	cmd.Flags().DurationVar(&s.flood.Ban, "flood-ban", time.Minute, "how long a flooding address stays banned: its messages are dropped unanswered")
+	cmd.Flags().IntVar(&s.limits.AccountReply, "account-limit-reply", 503, "status code of a call refused for its account's calls per second: 503 or 486")
 	cmd.Flags().StringVar(&s.gateway, "gateway", "127.0.0.1:5070", "default outbound gateway host:port, used while no gateway is provisioned (carrier gateway add)")
 	cmd.Flags().StringVar(&s.spoolDir, "spool-dir", defaultSpool, "where events wait while JetStream is unreachable")
 	cmd.Flags().DurationVar(&s.health.HoldDown, "gateway-hold-down", 30*time.Second, "how long a gateway that answered 503 or did not answer is tried only after the route's others (negative: never held down)")
 	cmd.Flags().DurationVar(&s.health.ProbeInterval, "gateway-probe-interval", 0, "send OPTIONS to every provisioned gateway this often and route around those that do not answer (0: no probing)")
 	cmd.Flags().StringVar(&s.trunkCurrency, "trunk-currency", "USD", "ISO 4217 currency of account \"local\" that --trunk-cidr creates (wholesale voice is mostly priced in USD)")
+	cmd.Flags().BoolVar(&s.creditControl, "credit-control", true, "ask the rating service (rating.authorize over NATS) before and during the calls of prepaid and postpaid accounts")
+	cmd.Flags().DurationVar(&s.credit.Window, "credit-window", 30*time.Second, "talk time asked of the rating service at a time; smaller shares an account's money more evenly between its concurrent calls")
+	cmd.Flags().DurationVar(&s.credit.Timeout, "credit-timeout", 2*time.Second, "how long the proxy waits for the rating service's answer; a prepaid call gets 503 without one")
+	cmd.Flags().BoolVar(&s.credit.AdmitUnavailable, "credit-admit-unavailable", false, "admit prepaid calls, uncontrolled, while the rating service does not answer (postpaid calls always are)")
+	cmd.Flags().DurationVar(&s.dialogTimeout, "dialog-timeout", 3*time.Hour, "end an answered call with a BYE to both sides this long after its answer when no BYE came (negative: never)")
+	cmd.Flags().StringSliceVar(&s.subscribers.Domains, "domain", nil, "SIP domains served besides those of the subscribers (carrier subscriber add); the first is taken for requests addressed to the proxy's own address")
+	cmd.Flags().DurationVar(&s.subscribers.NonceLifetime, "nonce-lifetime", 5*time.Minute, "how long a digest nonce is accepted; an older one is challenged again with stale=true")
+	cmd.Flags().StringVar(&s.nonceSecret, "nonce-secret", "", "secret signing the digest nonces, the same on every proxy of a network so that they accept each other's (empty: random per process)")
+	cmd.Flags().DurationVar(&s.subscribers.MinExpires, "min-expires", time.Minute, "shortest registration accepted; shorter gets 423 with Min-Expires")
+	cmd.Flags().DurationVar(&s.subscribers.MaxExpires, "max-expires", time.Hour, "longest registration granted; longer asks are cut to it")
 	cmd.Flags().StringSliceVar(&s.trunkCIDRs, "trunk-cidr", nil, "at start, create or update trunk \"local\" (account \"local\") with these sources, e.g. 127.0.0.1/32; it stays provisioned until \"carrier trunk rm local\". Without any trunk every call is refused")
 }
 
@@ -93,11 +122,11 @@ func parseListeners(values []string) ([]proxy.Listener, error) {
 	var out []proxy.Listener
 	for _, v := range values {
 		transport, addr, found := strings.Cut(v, ":")
-		if !found || (transport != "udp" && transport != "tcp") {
+		if !found || (transport != "udp" && transport != "tcp" && transport != "tls") {
 			transport, addr = "", v
 		}
 		if err := checkHostPort(addr); err != nil {
-			return nil, fmt.Errorf("--sip-listen %q: want ADDR, udp:ADDR or tcp:ADDR with ADDR as host:port: %w", v, err)
+			return nil, fmt.Errorf("--sip-listen %q: want ADDR, udp:ADDR, tcp:ADDR or tls:ADDR with ADDR as host:port: %w", v, err)
 		}
 		if transport == "" {
 			out = append(out, proxy.Listener{Transport: "udp", Addr: addr}, proxy.Listener{Transport: "tcp", Addr: addr})
@@ -177,7 +206,28 @@ func runProxy(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg
 			log.Error("event spool not synced on close", "spool", s.spoolDir, "err", err)
 		}
 	}()
-	p, err := proxy.New(proxy.Config{Node: node, Listeners: listeners, Gateway: s.gateway, Health: s.health, Provisioning: watch, Logger: log, Registerer: reg}, pub)
+	if s.creditControl {
+		s.credit.Control = proxy.NewNATSCredit(js.Conn())
+	}
+	// The buy rates order the gateways of lcr routes; imports reach the
+	// Book without a restart.
+	plans, err := rating.NewStore(ctx, js)
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	book, err := plans.Follow(ctx, log)
+	if err != nil {
+		return fmt.Errorf("proxy: buy rates: %w", err)
+	}
+	regs, err := openRegistrations(ctx, js)
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	s.subscribers.Registrations, s.subscribers.NonceSecret = regs, []byte(s.nonceSecret)
+	p, err := proxy.New(proxy.Config{Node: node, Listeners: listeners, Gateway: s.gateway, Health: s.health, Credit: s.credit,
+		TLS: s.tls, Flood: s.flood, Limits: s.limits,
+		DialogTimeout: s.dialogTimeout, Provisioning: watch, Logger: log, Registerer: reg,
+		BuyRates: proxy.BookBuyRates(book), Subscribers: s.subscribers}, pub)
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -48,6 +49,8 @@ func newGatewayAddCmd(a *app) *cobra.Command {
 	nats.addFlags(cmd)
 	cmd.Flags().StringVar(&g.Address, "address", "", "host[:port] of the gateway, port 5060 by default (required)")
 	cmd.Flags().StringVar(&g.Transport, "transport", "udp", "udp or tcp")
+	cmd.Flags().IntVar(&g.CPS, "cps", 0, "calls per second the proxy sends the gateway; over it a call goes to the route's next gateway (0: no limit)")
+	cmd.Flags().StringVar(&g.Supplier, "supplier", "", "supplier the gateway belongs to: its buy plan is buy-SUPPLIER (least-cost routing and the rater)")
 	_ = cmd.MarkFlagRequired("address")
 	return cmd
 }
@@ -71,6 +74,7 @@ func newGatewayShowCmd(a *app) *cobra.Command {
 					{"id", g.ID},
 					{"address", g.Address},
 					{"transport", g.TransportOrDefault()},
+					{"cps", cpsText(g.CPS)},
 				}))
 			})
 		},
@@ -81,14 +85,22 @@ func newGatewayShowCmd(a *app) *cobra.Command {
 }
 
 func gatewayTable(gws []schema.Gateway) table {
-	t := table{header: []string{"ID", "ADDRESS", "TRANSPORT"}, records: gws}
+	t := table{header: []string{"ID", "ADDRESS", "TRANSPORT", "CPS"}, records: gws}
 	if gws == nil {
 		t.records = []schema.Gateway{}
 	}
 	for _, g := range gws {
-		t.rows = append(t.rows, []string{g.ID, g.Address, g.TransportOrDefault()})
+		t.rows = append(t.rows, []string{g.ID, g.Address, g.TransportOrDefault(), cpsText(g.CPS)})
 	}
 	return t
+}
+
+// cpsText shows a calls-per-second limit, "-" for none.
+func cpsText(cps int) string {
+	if cps == 0 {
+		return "-"
+	}
+	return strconv.Itoa(cps)
 }
 
 // gatewayUnused refuses to remove a gateway that routes still name.

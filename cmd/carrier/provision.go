@@ -124,6 +124,15 @@ func newProvisionExportCmd(a *app) *cobra.Command {
 				for _, id := range schema.SortedIDs(p.Routes) {
 					set.Routes = append(set.Routes, p.Routes[id])
 				}
+				for _, id := range schema.SortedIDs(p.Subscribers) {
+					set.Subscribers = append(set.Subscribers, p.Subscribers[id])
+				}
+				for _, id := range schema.SortedIDs(p.DialPlans) {
+					set.DialPlans = append(set.DialPlans, p.DialPlans[id])
+				}
+				for _, id := range schema.SortedIDs(p.DIDs) {
+					set.DIDs = append(set.DIDs, p.DIDs[id])
+				}
 				return writeProvisionFile(a.out, set)
 			})
 		},
@@ -162,7 +171,25 @@ The file uses the JSON field names of the objects:
   routes:
     - {id: default, prefix: "", gateways: [carrier-a, carrier-b], max_attempts: 2}
     - {id: uk-mobile, prefix: "447", gateways: [carrier-a, carrier-b],
-       mode: weighted, weights: [3, 1]}`,
+       mode: weighted, weights: [3, 1]}
+    - {id: de-lcr, prefix: "49", gateways: [carrier-a, carrier-b], mode: lcr}
+    - {id: de-acme-office, prefix: "49", gateways: [carrier-b], accounts: [acme],
+       windows: [{days: mon-fri, from: "08:00", to: "18:00"}], time_zone: Europe/Berlin}
+  dial_plans:
+    - id: de-national
+      rules:
+        - {prefix: "00", strip: 2, add: "+"}
+        - {regexp: '^0([1-9][0-9]+)$', replace: '+49$1'}
+        - {regexp: '^[0-9]{1,5}$', reject: 484}
+  dids:
+    - {number: "493012345678", owner_kind: trunk, owner: acme-pbx,
+       deliver_to: "203.0.113.5:5060"}
+  subscribers:      # HA1 hashes, as carrier subscriber add --password makes them
+    - {id: alice, user: alice, domain: sip.example.com, account: acme,
+       ha1_md5: 0123456789abcdef0123456789abcdef, max_contacts: 3}
+
+A trunk names its dial plan with dial_plan: de-national; a gateway its
+supplier with supplier: (buy rates of lcr routes).`,
 		Example: `  carrier provision apply -f network.yaml --dry-run
   carrier provision apply -f network.yaml`,
 		Args: cobra.NoArgs,
@@ -229,30 +256,44 @@ func writeProvisionFile(w io.Writer, set schema.ProvisionSet) error {
 // is an error rather than a field silently left empty.
 func readProvisionFile(path string) (schema.ProvisionSet, error) {
 	var set schema.ProvisionSet
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return set, fmt.Errorf("provisioning file: %w", err)
-	}
-	var doc any
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return set, fmt.Errorf("provisioning file %s: %w", path, err)
-	}
-	if doc == nil {
-		return set, fmt.Errorf("provisioning file %s is empty", path)
-	}
-	j, err := json.Marshal(doc)
-	if err != nil {
-		return set, fmt.Errorf("provisioning file %s: %w", path, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(j))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&set); err != nil {
-		return set, fmt.Errorf("provisioning file %s: %v (keys: accounts, trunks, gateways, with the objects' fields)", path, err)
+	if err := readStrictFile("provisioning file", path, "keys: accounts, trunks, gateways, with the objects' fields", nil, &set); err != nil {
+		return set, err
 	}
 	if set.Len() == 0 {
 		return set, fmt.Errorf("provisioning file %s declares no accounts, trunks or gateways", path)
 	}
 	return set, nil
+}
+
+// readStrictFile decodes a YAML (or JSON) file into v through JSON, so
+// that the file's keys are v's JSON names and a misspelt key is an error
+// rather than a field silently left empty. adapt, when not nil, may
+// reshape the document first; hint says what keys are expected.
+func readStrictFile(what, path, hint string, adapt func(any) any, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	var doc any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	if adapt != nil {
+		doc = adapt(doc)
+	}
+	if doc == nil {
+		return fmt.Errorf("%s %s is empty", what, path)
+	}
+	j, err := json.Marshal(doc)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%s %s: %v (%s)", what, path, err, hint)
+	}
+	return nil
 }
 
 // newProvisionListCmd lists one kind of provisioned object; trunks,

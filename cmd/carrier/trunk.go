@@ -61,6 +61,7 @@ tcp:[2001:db8::/32]:5061. The account must exist (carrier provision apply).`,
 	cmd.Flags().StringSliceVar(&sources, "source", nil, "source [transport:]CIDR[:port], repeatable (required)")
 	cmd.Flags().StringVar(&t.Name, "name", "", "description")
 	cmd.Flags().BoolVar(&t.Trusted, "trusted", false, "a trusted peer (SBC, another proxy of ours): may preload a Route")
+	cmd.Flags().StringVar(&t.DialPlan, "dial-plan", "", "dial plan that normalises the trunk's numbers (carrier dialplan add)")
 	_ = cmd.MarkFlagRequired("account")
 	_ = cmd.MarkFlagRequired("source")
 	return cmd

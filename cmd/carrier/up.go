@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/carrier-core/carrier/eventlog"
+	"github.com/carrier-core/carrier/schema"
 )
 
 func newUpCmd(a *app) *cobra.Command {
@@ -19,10 +20,11 @@ func newUpCmd(a *app) *cobra.Command {
 		px         proxySettings
 		ch         clickhouseSettings
 		fsync      syncSettings
+		credit     creditSettings
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Run everything in one process: embedded JetStream, proxy, correlator, rater and (with --clickhouse) the analytics sink",
+		Short: "Run everything in one process: embedded JetStream, proxy, correlator, rater with credit control, ledger billing and (with --clickhouse) the analytics sink",
 		Example: `  carrier up
   carrier up --sip-listen 0.0.0.0:5060 --gateway 203.0.113.10:5060 --clickhouse 127.0.0.1:9000`,
 		Args: cobra.NoArgs,
@@ -58,7 +60,13 @@ func newUpCmd(a *app) *cobra.Command {
 			components := []component{
 				{"proxy", func(ctx context.Context) error { return runProxy(ctx, a.log, js, reg, node.node, listeners, px) }},
 				{"correlator", func(ctx context.Context) error { return runCorrelator(ctx, a.log, js, reg, node.node) }},
-				{"rater", func(ctx context.Context) error { return runRater(ctx, a.log, js, reg, node.node) }},
+				// The proxy's --credit-control and --credit-window serve
+				// the rating side too.
+				{"rater", func(ctx context.Context) error {
+					credit.on, credit.window = px.creditControl, px.credit.Window
+					return runRater(ctx, a.log, js, reg, node.node, credit)
+				}},
+				{"ledger", func(ctx context.Context) error { return runBilling(ctx, a.log, js, reg, node.node) }},
 				{"metrics", func(ctx context.Context) error { return serveMetrics(ctx, a.log, metrics.listen, reg) }},
 			}
 			analyticsLine := "off (set --clickhouse to load CDRs into ClickHouse)"
@@ -75,6 +83,10 @@ func newUpCmd(a *app) *cobra.Command {
 			fmt.Fprintf(a.out, "  proxy       %s -> gateway %s (spool %s)\n", describeListeners(listeners), px.gateway, px.spoolDir)
 			fmt.Fprintf(a.out, "  correlator  stream SIP -> stream CDR\n")
 			fmt.Fprintf(a.out, "  rater       finished CDRs -> rated CDRs (plans: carrier rates import)\n")
+			if px.creditControl {
+				fmt.Fprintf(a.out, "  credit      prepaid and postpaid calls held on their ledgers (%s)\n", schema.SubjectAuthorize)
+			}
+			fmt.Fprintf(a.out, "  ledger      rated CDRs -> account debits\n")
 			fmt.Fprintf(a.out, "  analytics   %s\n", analyticsLine)
 			fmt.Fprintf(a.out, "  metrics     %s\n", metricsLine)
 			fmt.Fprintf(a.out, "Press Ctrl-C to stop.\n")
@@ -88,5 +100,6 @@ func newUpCmd(a *app) *cobra.Command {
 	px.addFlags(cmd, "")
 	ch.addFlags(cmd, "")
 	fsync.addFlags(cmd)
+	credit.addMaxDurationFlag(cmd)
 	return cmd
 }

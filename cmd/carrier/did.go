@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+
+	"github.com/spf13/cobra"
+
+	"github.com/carrier-core/carrier/eventlog"
+	"github.com/carrier-core/carrier/schema"
+)
+
+func newDIDCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "did",
+		Short: "Manage DIDs: our numbers, and where calls to them are delivered",
+		Long: `A DID is a number of ours that a trunk owns. A call to it (the
+Request-URI user, with or without +) that comes from the address of a
+provisioned gateway, or from a trusted trunk, is delivered to the DID's
+deliver-to address with the DID kept as the Request-URI user; the event
+records it as "did". Calls to a DID from any other trunk are routed like any
+other call. Changes reach the running proxies within a second.`,
+	}
+	cmd.AddCommand(
+		newDIDAddCmd(a),
+		newProvisionListCmd(a, "DIDs", (*eventlog.ProvisionStore).DIDs, didTable),
+		newDIDShowCmd(a),
+		newProvisionRmCmd(a, "did", "Remove a DID; calls to it are routed like any other", (*eventlog.ProvisionStore).DIDs, nil),
+	)
+	return cmd
+}
+
+func newDIDAddCmd(a *app) *cobra.Command {
+	var (
+		nats natsSettings
+		d    schema.DID
+	)
+	cmd := &cobra.Command{
+		Use:   "add NUMBER --trunk TRUNK --deliver-to HOST[:PORT]",
+		Short: "Create a DID owned by a trunk, or replace the DID of that number",
+		Long: `Create a DID owned by a trunk, or replace the DID of that number. NUMBER
+is E.164 digits, with or without a leading +. The trunk must exist.`,
+		Example: `  carrier did add +493012345678 --trunk acme-pbx --deliver-to 203.0.113.5:5060`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d.Number, d.OwnerKind = schema.NormalDID(args[0]), schema.DIDOwnerTrunk
+			return putProvisioned(cmd.Context(), a, nats.url, d, (*eventlog.ProvisionStore).DIDs, (*schema.Provisioning).CheckDID)
+		},
+	}
+	nats.addFlags(cmd)
+	cmd.Flags().StringVar(&d.Owner, "trunk", "", "trunk that owns the DID (required)")
+	cmd.Flags().StringVar(&d.DeliverTo, "deliver-to", "", "host[:port] of the trunk's PBX the calls go to, port 5060 by default (required)")
+	cmd.Flags().StringVar(&d.Transport, "transport", "udp", "udp or tcp")
+	cmd.Flags().StringVar(&d.Name, "name", "", "description")
+	_ = cmd.MarkFlagRequired("trunk")
+	_ = cmd.MarkFlagRequired("deliver-to")
+	return cmd
+}
+
+func newDIDShowCmd(a *app) *cobra.Command {
+	var (
+		nats   natsSettings
+		format string
+	)
+	cmd := &cobra.Command{
+		Use:   "show NUMBER",
+		Short: "Show one DID",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
+				d, err := s.DIDs().Get(ctx, schema.NormalDID(args[0]))
+				if err != nil {
+					return notProvisioned(err, "did")
+				}
+				return writeTable(a.out, format, fieldTable(d, [][2]string{
+					{"number", d.Number},
+					{"name", d.Name},
+					{"owner", d.OwnerKind + " " + d.Owner},
+					{"deliver to", d.DeliverTo},
+					{"transport", didTransport(d)},
+				}))
+			})
+		},
+	}
+	nats.addFlags(cmd)
+	addOutputFlag(cmd, &format)
+	return cmd
+}
+
+func didTable(dids []schema.DID) table {
+	t := table{header: []string{"NUMBER", "OWNER", "DELIVER_TO", "TRANSPORT", "NAME"}, records: dids}
+	if dids == nil {
+		t.records = []schema.DID{}
+	}
+	for _, d := range dids {
+		t.rows = append(t.rows, []string{d.Number, d.OwnerKind + " " + d.Owner, d.DeliverTo, didTransport(d), d.Name})
+	}
+	return t
+}
+
+func didTransport(d schema.DID) string {
+	if d.OwnerKind != schema.DIDOwnerTrunk {
+		return ""
+	}
+	return d.TransportOrDefault()
+}
