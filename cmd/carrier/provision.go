@@ -92,7 +92,7 @@ func provisionLocalTrunk(ctx context.Context, log *slog.Logger, s *eventlog.Prov
 func newProvisionCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "provision",
-		Short: "Load accounts, trunks, gateways and routes from a file",
+		Short: "Load or export the whole network (accounts, trunks, gateways, routes, subscribers, dial plans, DIDs) as a file",
 	}
 	cmd.AddCommand(newProvisionApplyCmd(a), newProvisionExportCmd(a))
 	return cmd
