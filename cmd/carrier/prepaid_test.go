@@ -108,31 +108,38 @@ func (s *prepaidStack) cutCall(t *testing.T, caller string, within time.Duration
 	return c
 }
 
-// cdr waits for the call.ended event of a call.
+// cdr waits for the call.ended event of a call. Calls share partition
+// subjects, so it reads the call's partition through.
 func (s *prepaidStack) cdr(t *testing.T, c *testkit.SIPCall) schema.CDR {
 	t.Helper()
 	var cdr schema.CDR
 	eventually(t, 30*time.Second, func() error {
-		stream, err := s.js.Stream(context.Background(), schema.StreamCDR)
+		ctx := context.Background()
+		cons, err := s.js.OrderedConsumer(ctx, schema.StreamCDR, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{schema.CDRSubject(schema.TypeCallEnded, c.CallID)},
+		})
 		if err != nil {
 			return err
 		}
-		m, err := stream.GetLastMsgForSubject(context.Background(), schema.CDRSubject(schema.TypeCallEnded, c.CallID))
+		batch, err := cons.FetchNoWait(1000)
 		if err != nil {
 			return err
 		}
-		// The partition's last message may be another call's.
-		env, err := schema.ParseEnvelope(m.Data)
-		if err != nil {
-			return err
+		for m := range batch.Messages() {
+			env, err := schema.ParseEnvelope(m.Data())
+			if err != nil {
+				return err
+			}
+			var got schema.CDR
+			if err := env.Decode(schema.TypeCallEnded, schema.CDRVersion, &got); err != nil {
+				return err
+			}
+			if got.CallID == c.CallID {
+				cdr = got
+				return nil
+			}
 		}
-		if err := env.Decode(schema.TypeCallEnded, schema.CDRVersion, &cdr); err != nil {
-			return err
-		}
-		if cdr.CallID != c.CallID {
-			return errors.New("CDR not there yet")
-		}
-		return nil
+		return errors.New("CDR not there yet")
 	})
 	return cdr
 }
