@@ -690,94 +690,66 @@ func (s ProvisionSet) Len() int {
 // nothing is merged unless there are none.
 func (s ProvisionSet) Merge(current *Provisioning) (*Provisioning, error) {
 	next := current.Clone()
-	var errs []error
-	seen := map[Kind]map[string]int{KindAccount: {}, KindTrunk: {}, KindGateway: {}, KindRoute: {}, KindSubscriber: {},
-		KindDialPlan: {}, KindDID: {}}
-	entry := func(list string, i int, kind Kind, id string, err error) bool {
-		if err == nil {
-			if j, dup := seen[kind][id]; dup {
-				err = fmt.Errorf("%s %s is also %s[%d]: %w", kind, id, list, j, ErrInvalidObject)
-			}
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s[%d] (%s): %w", list, i, id, err))
-			return false
-		}
-		seen[kind][id] = i
-		return true
-	}
-	for i, a := range s.Accounts {
-		if entry("accounts", i, KindAccount, a.ID, a.Validate()) {
-			next.Accounts[a.ID] = a
-		}
-	}
-	for i, g := range s.Gateways {
-		if entry("gateways", i, KindGateway, g.ID, g.Validate()) {
-			next.Gateways[g.ID] = g
-		}
-	}
-	for i, t := range s.Trunks {
-		if entry("trunks", i, KindTrunk, t.ID, t.Validate()) {
-			next.Trunks[t.ID] = t
-		}
-	}
-	for i, r := range s.Routes {
-		if entry("routes", i, KindRoute, r.ID, r.Validate()) {
-			next.Routes[r.ID] = r
-		}
-	}
-	for i, sub := range s.Subscribers {
-		if entry("subscribers", i, KindSubscriber, sub.ID, sub.Validate()) {
-			next.Subscribers[sub.ID] = sub
-		}
-	}
-	for i, d := range s.DialPlans {
-		if entry("dial_plans", i, KindDialPlan, d.ID, d.Validate()) {
-			next.DialPlans[d.ID] = d
-		}
-	}
-	for i, d := range s.DIDs {
-		if entry("dids", i, KindDID, d.Number, d.Validate()) {
-			next.DIDs[d.Number] = d
-		}
-	}
-	// Rules between objects, once all of the set is in.
-	for i, t := range s.Trunks {
-		if seen[KindTrunk][t.ID] != i {
-			continue
-		}
-		if err := next.CheckTrunk(t); err != nil {
-			errs = append(errs, fmt.Errorf("trunks[%d] (%s): %w", i, t.ID, err))
-		}
-	}
-	for i, r := range s.Routes {
-		if seen[KindRoute][r.ID] != i {
-			continue
-		}
-		if err := next.CheckRoute(r); err != nil {
-			errs = append(errs, fmt.Errorf("routes[%d] (%s): %w", i, r.ID, err))
-		}
-	}
-	for i, sub := range s.Subscribers {
-		if seen[KindSubscriber][sub.ID] != i {
-			continue
-		}
-		if err := next.CheckSubscriber(sub); err != nil {
-			errs = append(errs, fmt.Errorf("subscribers[%d] (%s): %w", i, sub.ID, err))
-		}
-	}
-	for i, d := range s.DIDs {
-		if seen[KindDID][d.Number] != i {
-			continue
-		}
-		if err := next.CheckDID(d); err != nil {
-			errs = append(errs, fmt.Errorf("dids[%d] (%s): %w", i, d.Number, err))
-		}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	m := &merge{seen: map[Kind]map[string]int{}}
+	// Each object on its own first, then the rules between objects, once
+	// all of the set is in.
+	mergeEach(m, "accounts", s.Accounts, next.Accounts)
+	mergeEach(m, "gateways", s.Gateways, next.Gateways)
+	mergeEach(m, "trunks", s.Trunks, next.Trunks)
+	mergeEach(m, "routes", s.Routes, next.Routes)
+	mergeEach(m, "subscribers", s.Subscribers, next.Subscribers)
+	mergeEach(m, "dial_plans", s.DialPlans, next.DialPlans)
+	mergeEach(m, "dids", s.DIDs, next.DIDs)
+	checkEach(m, "trunks", s.Trunks, next.CheckTrunk)
+	checkEach(m, "routes", s.Routes, next.CheckRoute)
+	checkEach(m, "subscribers", s.Subscribers, next.CheckSubscriber)
+	checkEach(m, "dids", s.DIDs, next.CheckDID)
+	if len(m.errs) > 0 {
+		return nil, errors.Join(m.errs...)
 	}
 	return next, nil
+}
+
+// merge is what Merge has found so far: the index in its list of each
+// object taken, by kind and id, and every problem.
+type merge struct {
+	seen map[Kind]map[string]int
+	errs []error
+}
+
+// mergeEach validates the objects of one list and puts them into into;
+// an id given twice in the list is an error.
+func mergeEach[T Object](m *merge, list string, objs []T, into map[string]T) {
+	for i, o := range objs {
+		kind, id := o.ObjectKind(), o.ObjectID()
+		seen := m.seen[kind]
+		if seen == nil {
+			seen = map[string]int{}
+			m.seen[kind] = seen
+		}
+		err := o.Validate()
+		if j, dup := seen[id]; err == nil && dup {
+			err = fmt.Errorf("%s %s is also %s[%d]: %w", kind, id, list, j, ErrInvalidObject)
+		}
+		if err != nil {
+			m.errs = append(m.errs, fmt.Errorf("%s[%d] (%s): %w", list, i, id, err))
+			continue
+		}
+		seen[id] = i
+		into[id] = o
+	}
+}
+
+// checkEach applies a rule between objects to the objects mergeEach took.
+func checkEach[T Object](m *merge, list string, objs []T, check func(T) error) {
+	for i, o := range objs {
+		if j, ok := m.seen[o.ObjectKind()][o.ObjectID()]; !ok || j != i {
+			continue
+		}
+		if err := check(o); err != nil {
+			m.errs = append(m.errs, fmt.Errorf("%s[%d] (%s): %w", list, i, o.ObjectID(), err))
+		}
+	}
 }
 
 // TimeWindow is a period of the week a route is in force: Days
