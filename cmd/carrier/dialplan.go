@@ -137,35 +137,18 @@ func newDialPlanListCmd(a *app) *cobra.Command {
 }
 
 func newDialPlanShowCmd(a *app) *cobra.Command {
-	var (
-		nats   natsSettings
-		format string
-	)
-	cmd := &cobra.Command{
-		Use:   "show ID",
-		Short: "Show a dial plan's rules in order",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				d, err := s.DialPlans().Get(ctx, args[0])
-				if err != nil {
-					return notProvisioned(err, "dialplan")
+	return newProvisionShowCmd(a, "show ID", "Show a dial plan's rules in order", byID("dialplan", (*eventlog.ProvisionStore).DialPlans),
+		func(d schema.DialPlan) table {
+			t := table{header: []string{"#", "NAME", "NUMBER", "MATCH", "ACTION", "THEN"}, records: d}
+			for i, r := range d.Rules {
+				then := "stop"
+				if r.Continue {
+					then = "continue"
 				}
-				t := table{header: []string{"#", "NAME", "NUMBER", "MATCH", "ACTION", "THEN"}, records: d}
-				for i, r := range d.Rules {
-					then := "stop"
-					if r.Continue {
-						then = "continue"
-					}
-					t.rows = append(t.rows, []string{strconv.Itoa(i + 1), r.Name, r.NumberOrDefault(), dialMatch(r), dialAction(r), then})
-				}
-				return writeTable(a.out, format, t)
-			})
-		},
-	}
-	nats.addFlags(cmd)
-	addOutputFlag(cmd, &format)
-	return cmd
+				t.rows = append(t.rows, []string{strconv.Itoa(i + 1), r.Name, r.NumberOrDefault(), dialMatch(r), dialAction(r), then})
+			}
+			return t
+		})
 }
 
 func dialMatch(r schema.DialRule) string {

@@ -57,33 +57,20 @@ is E.164 digits, with or without a leading +. The trunk must exist.`,
 }
 
 func newDIDShowCmd(a *app) *cobra.Command {
-	var (
-		nats   natsSettings
-		format string
-	)
-	cmd := &cobra.Command{
-		Use:   "show NUMBER",
-		Short: "Show one DID",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				d, err := s.DIDs().Get(ctx, schema.NormalDID(args[0]))
-				if err != nil {
-					return notProvisioned(err, "did")
-				}
-				return writeTable(a.out, format, fieldTable(d, [][2]string{
-					{"number", d.Number},
-					{"name", d.Name},
-					{"owner", d.OwnerKind + " " + d.Owner},
-					{"deliver to", d.DeliverTo},
-					{"transport", didTransport(d)},
-				}))
-			})
-		},
+	get := byID("did", (*eventlog.ProvisionStore).DIDs)
+	find := func(ctx context.Context, s *eventlog.ProvisionStore, number string) (schema.DID, error) {
+		return get(ctx, s, schema.NormalDID(number))
 	}
-	nats.addFlags(cmd)
-	addOutputFlag(cmd, &format)
-	return cmd
+	return newProvisionShowCmd(a, "show NUMBER", "Show one DID", find,
+		func(d schema.DID) table {
+			return fieldTable(d, [][2]string{
+				{"number", d.Number},
+				{"name", d.Name},
+				{"owner", d.OwnerKind + " " + d.Owner},
+				{"deliver to", d.DeliverTo},
+				{"transport", didTransport(d)},
+			})
+		})
 }
 
 func didTable(dids []schema.DID) table {

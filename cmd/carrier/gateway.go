@@ -56,32 +56,15 @@ func newGatewayAddCmd(a *app) *cobra.Command {
 }
 
 func newGatewayShowCmd(a *app) *cobra.Command {
-	var (
-		nats   natsSettings
-		format string
-	)
-	cmd := &cobra.Command{
-		Use:   "show ID",
-		Short: "Show one gateway",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				g, err := s.Gateways().Get(ctx, args[0])
-				if err != nil {
-					return notProvisioned(err, "gateway")
-				}
-				return writeTable(a.out, format, fieldTable(g, [][2]string{
-					{"id", g.ID},
-					{"address", g.Address},
-					{"transport", g.TransportOrDefault()},
-					{"cps", cpsText(g.CPS)},
-				}))
+	return newProvisionShowCmd(a, "show ID", "Show one gateway", byID("gateway", (*eventlog.ProvisionStore).Gateways),
+		func(g schema.Gateway) table {
+			return fieldTable(g, [][2]string{
+				{"id", g.ID},
+				{"address", g.Address},
+				{"transport", g.TransportOrDefault()},
+				{"cps", cpsText(g.CPS)},
 			})
-		},
-	}
-	nats.addFlags(cmd)
-	addOutputFlag(cmd, &format)
-	return cmd
+		})
 }
 
 func gatewayTable(gws []schema.Gateway) table {

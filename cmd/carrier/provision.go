@@ -322,6 +322,44 @@ func newProvisionListCmd[T schema.Object](a *app, plural string, collection func
 	return cmd
 }
 
+// newProvisionShowCmd shows one provisioned object; find gets it by the
+// id the operator gave, render lays it out.
+func newProvisionShowCmd[T schema.Object](a *app, use, short string,
+	find func(ctx context.Context, s *eventlog.ProvisionStore, id string) (T, error), render func(T) table) *cobra.Command {
+	var (
+		nats   natsSettings
+		format string
+	)
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
+				obj, err := find(ctx, s, args[0])
+				if err != nil {
+					return err
+				}
+				return writeTable(a.out, format, render(obj))
+			})
+		},
+	}
+	nats.addFlags(cmd)
+	addOutputFlag(cmd, &format)
+	return cmd
+}
+
+// byID finds a provisioned object of a collection by its id.
+func byID[T schema.Object](kind string, collection func(*eventlog.ProvisionStore) eventlog.Collection[T]) func(context.Context, *eventlog.ProvisionStore, string) (T, error) {
+	return func(ctx context.Context, s *eventlog.ProvisionStore, id string) (T, error) {
+		obj, err := collection(s).Get(ctx, id)
+		if err != nil {
+			return obj, notProvisioned(err, kind)
+		}
+		return obj, nil
+	}
+}
+
 // newProvisionRmCmd removes one provisioned object after check, when
 // given, allows it.
 func newProvisionRmCmd[T schema.Object](a *app, kind, short string, collection func(*eventlog.ProvisionStore) eventlog.Collection[T],

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -90,37 +89,20 @@ exist (carrier gateway add) and no other route may have the same prefix.`,
 }
 
 func newRouteShowCmd(a *app) *cobra.Command {
-	var (
-		nats   natsSettings
-		format string
-	)
-	cmd := &cobra.Command{
-		Use:   "show ID",
-		Short: "Show one route",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				r, err := s.Routes().Get(ctx, args[0])
-				if err != nil {
-					return notProvisioned(err, "route")
-				}
-				return writeTable(a.out, format, fieldTable(r, [][2]string{
-					{"id", r.ID},
-					{"name", r.Name},
-					{"prefix", routePrefix(r)},
-					{"gateways", strings.Join(r.Gateways, " ")},
-					{"mode", r.ModeOrDefault()},
-					{"weights", joinInts(r.Weights)},
-					{"max attempts", maxAttempts(r)},
-					{"accounts", routeAccounts(r)},
-					{"windows", routeWindows(r)},
-				}))
+	return newProvisionShowCmd(a, "show ID", "Show one route", byID("route", (*eventlog.ProvisionStore).Routes),
+		func(r schema.Route) table {
+			return fieldTable(r, [][2]string{
+				{"id", r.ID},
+				{"name", r.Name},
+				{"prefix", routePrefix(r)},
+				{"gateways", strings.Join(r.Gateways, " ")},
+				{"mode", r.ModeOrDefault()},
+				{"weights", joinInts(r.Weights)},
+				{"max attempts", maxAttempts(r)},
+				{"accounts", routeAccounts(r)},
+				{"windows", routeWindows(r)},
 			})
-		},
-	}
-	nats.addFlags(cmd)
-	addOutputFlag(cmd, &format)
-	return cmd
+		})
 }
 
 func routeTable(routes []schema.Route) table {

@@ -84,34 +84,17 @@ is refused). The id defaults to USER_DOMAIN with other characters as '-'.`,
 }
 
 func newSubscriberShowCmd(a *app) *cobra.Command {
-	var (
-		nats   natsSettings
-		format string
-	)
-	cmd := &cobra.Command{
-		Use:   "show ID|USER@DOMAIN",
-		Short: "Show one subscriber (its HA1 hashes are not shown in the table)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, st *eventlog.ProvisionStore) error {
-				s, err := findSubscriber(ctx, st, args[0])
-				if err != nil {
-					return err
-				}
-				return writeTable(a.out, format, fieldTable(s, [][2]string{
-					{"id", s.ID},
-					{"address", s.AOR()},
-					{"account", s.Account},
-					{"algorithms", algorithms(s)},
-					{"max_contacts", strconv.Itoa(s.MaxContactsOrDefault())},
-					{"name", s.Name},
-				}))
+	return newProvisionShowCmd(a, "show ID|USER@DOMAIN", "Show one subscriber (its HA1 hashes are not shown in the table)", findSubscriber,
+		func(s schema.Subscriber) table {
+			return fieldTable(s, [][2]string{
+				{"id", s.ID},
+				{"address", s.AOR()},
+				{"account", s.Account},
+				{"algorithms", algorithms(s)},
+				{"max_contacts", strconv.Itoa(s.MaxContactsOrDefault())},
+				{"name", s.Name},
 			})
-		},
-	}
-	nats.addFlags(cmd)
-	addOutputFlag(cmd, &format)
-	return cmd
+		})
 }
 
 // findSubscriber reads a subscriber by id or by user@domain.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -68,33 +67,17 @@ tcp:[2001:db8::/32]:5061. The account must exist (carrier provision apply).`,
 }
 
 func newTrunkShowCmd(a *app) *cobra.Command {
-	var (
-		nats   natsSettings
-		format string
-	)
-	cmd := &cobra.Command{
-		Use:   "show ID",
-		Short: "Show one trunk",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				t, err := s.Trunks().Get(ctx, args[0])
-				if err != nil {
-					return notProvisioned(err, "trunk")
-				}
-				return writeTable(a.out, format, fieldTable(t, [][2]string{
-					{"id", t.ID},
-					{"name", t.Name},
-					{"account", t.Account},
-					{"sources", sourcesText(t.Sources)},
-					{"trusted", strconv.FormatBool(t.Trusted)},
-				}))
+	return newProvisionShowCmd(a, "show ID", "Show one trunk", byID("trunk", (*eventlog.ProvisionStore).Trunks),
+		func(t schema.Trunk) table {
+			return fieldTable(t, [][2]string{
+				{"id", t.ID},
+				{"name", t.Name},
+				{"account", t.Account},
+				{"sources", sourcesText(t.Sources)},
+				{"trusted", strconv.FormatBool(t.Trusted)},
+				{"dial plan", t.DialPlan},
 			})
-		},
-	}
-	nats.addFlags(cmd)
-	addOutputFlag(cmd, &format)
-	return cmd
+		})
 }
 
 func trunkTable(trunks []schema.Trunk) table {
