@@ -49,7 +49,6 @@ type dialog struct {
 	// callerSeq and calleeSeq are the highest CSeq each side has sent; a
 	// BYE of the proxy's goes out above the other side's.
 	callerSeq, calleeSeq uint32
-	ended                bool
 	timeout              *time.Timer
 	credit               *creditSession
 	// slot gives back the call's place under its account's limit.
@@ -333,7 +332,6 @@ func (p *Proxy) inDialog(req *sip.Request, ev *schema.Transaction) {
 func (d *dialog) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.ended = true
 	if d.timeout != nil {
 		d.timeout.Stop()
 	}
