@@ -18,8 +18,9 @@
 //
 // The queries: ListCDRs and EachCDR (streaming, for exports) select CDRs by
 // a CDRFilter, CDRsOfCall and TransactionsOfCall look up one call, and
-// Report groups calls by destination, account, supplier or gateway with
-// the sums behind ASR, ACD, PDD and minutes, computed by ClickHouse.
+// Report groups calls by destination, account, supplier, gateway, class or
+// direction with the sums behind ASR, ACD, PDD and minutes, computed by
+// ClickHouse.
 // MarginReport adds the money of rated CDRs: revenue, cost and margin,
 // exact in nano-units. The Hourly variants read the hourly aggregates,
 // which count each CDR once, in its latest version and price. Movements

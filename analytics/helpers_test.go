@@ -206,6 +206,12 @@ func testCDR(i int, account string, invite time.Time) schema.CDR {
 		SetupMs: 2500, PDDMs: 900, DurationMs: 61001, BillableSec: 62,
 		HangupBy: schema.HangupCallee, HangupReason: schema.EndNormal, Node: "node-1",
 	}
+	// A subscriber's call out, or every third one an inbound call to a
+	// DID (whose callee is the DID).
+	c.Subscriber, c.Class, c.Direction = "sub-"+account, "mobile", schema.Outbound
+	if i%3 == 1 {
+		c.Subscriber, c.Class, c.DID, c.Direction = "", "", c.CalleeE164, schema.Inbound
+	}
 	if i%5 == 0 {
 		c.Attempts = c.Attempts[:1]
 		c.Gateway, c.Supplier, c.EarlyMedia = "gw-a", "sup-a", false

@@ -244,11 +244,16 @@ func HourlyReport(ctx context.Context, conn driver.Conn, database string, q Repo
 func (q ReportQuery) hourlyWhere() (string, []any, error) {
 	f := q.Filter
 	if f.Account != "" || f.Trunk != "" || f.CallerPrefix != "" || f.CalleePrefix != "" || len(f.Dispositions) > 0 ||
-		f.Gateway != "" || f.Supplier != "" || f.MinDuration != 0 {
+		f.Gateway != "" || f.Supplier != "" || f.Class != "" || f.DID != "" || len(f.Directions) > 0 || f.MinDuration != 0 {
 		return "", nil, fmt.Errorf("hourly aggregates take a time range only, no other filter: %w", ErrBadReport)
 	}
 	if !f.From.Equal(f.From.Truncate(time.Hour)) || !f.To.Equal(f.To.Truncate(time.Hour)) {
 		return "", nil, fmt.Errorf("hourly aggregates need a range of whole hours: %w", ErrBadReport)
+	}
+	if q.By == ByClass || q.By == ByDirection {
+		// The aggregates' key is hour, account, destination, supplier,
+		// gateway and the money's currency and destination.
+		return "", nil, fmt.Errorf("hourly aggregates are not kept by %s; report from the CDRs: %w", q.By, ErrBadReport)
 	}
 	if q.By == ByDestination && q.Digits > HourlyDestinationDigits {
 		return "", nil, fmt.Errorf("hourly aggregates keep %d destination digits, not %d: %w", HourlyDestinationDigits, q.Digits, ErrBadReport)

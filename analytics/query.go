@@ -28,6 +28,11 @@ type CDRFilter struct {
 	// Gateway and Supplier are those the call is accounted on (the
 	// answered attempt, or the last one tried).
 	Gateway, Supplier string
+	// Class is the dial plan's label for the call, DID the number of ours
+	// an inbound call was for (E.164 digits, a leading '+' ignored).
+	Class, DID string
+	// Directions keeps CDRs with any of these directions.
+	Directions []schema.Direction
 	// MinDuration keeps CDRs whose answered duration is at least this.
 	MinDuration time.Duration
 	// Limit caps the number of CDRs returned; 0 returns all.
@@ -90,6 +95,22 @@ func (f CDRFilter) where() (string, []any) {
 	if f.Supplier != "" {
 		conds = append(conds, "supplier = ?")
 		args = append(args, f.Supplier)
+	}
+	if f.Class != "" {
+		conds = append(conds, "class = ?")
+		args = append(args, f.Class)
+	}
+	if f.DID != "" {
+		conds = append(conds, "did = ?")
+		args = append(args, schema.NormalDID(f.DID))
+	}
+	if len(f.Directions) > 0 {
+		marks := make([]string, len(f.Directions))
+		for i, d := range f.Directions {
+			marks[i] = "?"
+			args = append(args, string(d))
+		}
+		conds = append(conds, "direction IN ("+strings.Join(marks, ", ")+")")
 	}
 	if f.MinDuration > 0 {
 		conds = append(conds, "duration_ms >= ?")

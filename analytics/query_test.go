@@ -33,12 +33,14 @@ func loadSynth(t *testing.T, conn driver.Conn, n int) []schema.CDR {
 	var old, latest []analytics.CDRRecord
 	for i := range all {
 		all[i] = g.Next()
+		callKind(&all[i], i)
 		latest = append(latest, analytics.CDRRecord{CDR: all[i], Version: 2})
 		if i%3 == 0 {
 			o := all[i]
 			o.Trunk, o.Gateway, o.Supplier = "trunk-old", "gw-old", "sup-old"
 			o.Caller, o.CallerE164, o.Callee, o.CalleeE164 = "999", "999", "999", "999"
 			o.Disposition, o.DurationMs = schema.Failed, 86400000
+			o.Class, o.DID, o.Direction = "class-old", "999", schema.OnNet
 			old = append(old, analytics.CDRRecord{CDR: o, Version: 1})
 		}
 	}
@@ -62,6 +64,22 @@ func loadSynth(t *testing.T, conn driver.Conn, n int) []schema.CDR {
 	return all
 }
 
+// classes are the dial plan classes callKind gives calls ("": none).
+var classes = []string{"mobile", "fixed", "", "premium", "mobile"}
+
+// callKind gives synthetic CDR c, the i-th, a class, and makes every
+// fourth an inbound call to a DID (its callee) and every seventh a call
+// from one subscriber to another.
+func callKind(c *schema.CDR, i int) {
+	c.Class, c.Direction = classes[i%len(classes)], schema.Outbound
+	switch {
+	case i%4 == 2:
+		c.DID, c.Direction = c.CalleeE164, schema.Inbound
+	case i%7 == 3:
+		c.Subscriber, c.Direction = "sub-"+c.Account, schema.OnNet
+	}
+}
+
 // matches is CDRFilter in Go.
 func matches(c schema.CDR, f analytics.CDRFilter) bool {
 	at := schema.FromMillis(c.InviteAt)
@@ -81,6 +99,8 @@ func matches(c schema.CDR, f analytics.CDRFilter) bool {
 		prefixed(f.CallerPrefix, c.Caller, c.CallerE164) && prefixed(f.CalleePrefix, c.Callee, c.CalleeE164) &&
 		(len(f.Dispositions) == 0 || slices.Contains(f.Dispositions, c.Disposition)) &&
 		(f.Gateway == "" || c.Gateway == f.Gateway) && (f.Supplier == "" || c.Supplier == f.Supplier) &&
+		(f.Class == "" || c.Class == f.Class) && (f.DID == "" || c.DID == strings.TrimPrefix(f.DID, "+")) &&
+		(len(f.Directions) == 0 || slices.Contains(f.Directions, c.Direction)) &&
 		c.DurationMs >= f.MinDuration.Milliseconds()
 }
 
@@ -110,6 +130,16 @@ func TestClickHouseCDRFiltersMatchGo(t *testing.T) {
 		// LIKE metacharacters are plain characters in a prefix.
 		{CalleePrefix: "%"},
 		{Account: "acct-001", Limit: 7},
+		{Class: "mobile"},
+		{Class: "premium", Dispositions: []schema.Disposition{schema.Answered}},
+		{Directions: []schema.Direction{schema.Inbound}},
+		{Directions: []schema.Direction{schema.OnNet, schema.Inbound}, Account: "acct-002"},
+		{Directions: []schema.Direction{schema.Outbound}, Class: "fixed", CalleePrefix: "44"},
+		{DID: all[2].DID},
+		{DID: "+" + all[6].DID},
+		// Only the outdated versions match these.
+		{Class: "class-old"},
+		{DID: "999"},
 	}
 	for _, f := range cases {
 		var want []schema.CDR
@@ -154,6 +184,8 @@ func TestClickHouseReportsMatchGo(t *testing.T) {
 		analytics.ByAccount:     func(c schema.CDR, _ int) string { return c.Account },
 		analytics.BySupplier:    func(c schema.CDR, _ int) string { return c.Supplier },
 		analytics.ByGateway:     func(c schema.CDR, _ int) string { return c.Gateway },
+		analytics.ByClass:       func(c schema.CDR, _ int) string { return c.Class },
+		analytics.ByDirection:   func(c schema.CDR, _ int) string { return string(c.Direction) },
 	}
 	queries := []analytics.ReportQuery{
 		{By: analytics.ByDestination},
@@ -161,6 +193,9 @@ func TestClickHouseReportsMatchGo(t *testing.T) {
 		{By: analytics.ByAccount},
 		{By: analytics.BySupplier, Filter: analytics.CDRFilter{Account: "acct-001"}},
 		{By: analytics.ByGateway, Filter: analytics.CDRFilter{CalleePrefix: "44"}},
+		{By: analytics.ByClass},
+		{By: analytics.ByClass, Filter: analytics.CDRFilter{Account: "acct-003", Directions: []schema.Direction{schema.Outbound}}},
+		{By: analytics.ByDirection, Filter: analytics.CDRFilter{From: day2}},
 	}
 	for _, q := range queries {
 		digits := q.Digits

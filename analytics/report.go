@@ -23,6 +23,10 @@ const (
 	ByAccount     ReportBy = "account"
 	BySupplier    ReportBy = "supplier"
 	ByGateway     ReportBy = "gateway"
+	// ByClass groups by the dial plan's class of the call ('' when the
+	// plan gave none), ByDirection by outbound, inbound and onnet.
+	ByClass     ReportBy = "class"
+	ByDirection ReportBy = "direction"
 )
 
 // DefaultDestinationDigits is the destination prefix length when
@@ -106,8 +110,12 @@ func (q ReportQuery) keyExpr() (string, []any, error) {
 		return "supplier", nil, nil
 	case ByGateway:
 		return "gateway", nil, nil
+	case ByClass:
+		return "class", nil, nil
+	case ByDirection:
+		return "direction", nil, nil
 	default:
-		return "", nil, fmt.Errorf("grouping %q (destination, account, supplier or gateway): %w", q.By, ErrBadReport)
+		return "", nil, fmt.Errorf("grouping %q (destination, account, supplier, gateway, class or direction): %w", q.By, ErrBadReport)
 	}
 }
 

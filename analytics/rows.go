@@ -164,6 +164,7 @@ type cdrRow struct {
 	inviteAt, provisionalAt, answerAt, endAt uint64
 	setupMs, pddMs, durationMs, billableSec  int64
 	hangupBy, hangupReason, node             string
+	subscriber, class, did, direction        string
 	rating                                   ratingColumns
 }
 
@@ -203,6 +204,10 @@ func (r *cdrRow) fields() []field {
 		field{"gateway", &r.gateway},
 		field{"supplier", &r.supplier},
 		field{"early_media", &r.earlyMedia},
+		field{"subscriber", &r.subscriber},
+		field{"class", &r.class},
+		field{"did", &r.did},
+		field{"direction", &r.direction},
 	), r.rating.fields()...)
 }
 
@@ -223,6 +228,7 @@ func fromCDR(rec CDRRecord) cdrRow {
 		inviteAt: ms(c.InviteAt), provisionalAt: ms(c.ProvisionalAt), answerAt: ms(c.AnswerAt), endAt: ms(c.EndAt),
 		setupMs: c.SetupMs, pddMs: c.PDDMs, durationMs: c.DurationMs, billableSec: c.BillableSec,
 		hangupBy: c.HangupBy, hangupReason: c.HangupReason, node: c.Node,
+		subscriber: c.Subscriber, class: c.Class, did: c.DID, direction: string(c.Direction),
 		rating: fromRating(rec.Rating),
 	}
 }
@@ -241,6 +247,7 @@ func (r *cdrRow) record() (CDRRecord, error) {
 		InviteAt: int64(r.inviteAt), ProvisionalAt: int64(r.provisionalAt), AnswerAt: int64(r.answerAt), EndAt: int64(r.endAt),
 		SetupMs: r.setupMs, PDDMs: r.pddMs, DurationMs: r.durationMs, BillableSec: r.billableSec,
 		HangupBy: r.hangupBy, HangupReason: r.hangupReason, Node: r.node,
+		Subscriber: r.subscriber, Class: r.class, DID: r.did, Direction: schema.Direction(r.direction),
 	}}, nil
 }
 

@@ -256,10 +256,14 @@ func newCDR(tx *schema.Transaction, node string) schema.CDR {
 		ToTag:         tx.ToTag,
 		Account:       tx.Account,
 		Trunk:         tx.Trunk,
+		Subscriber:    tx.Subscriber,
 		Source:        tx.Source,
 		Transport:     tx.Transport,
 		Caller:        userPart(tx.FromURI),
 		Callee:        userPart(tx.RequestURI),
+		Class:         tx.Class,
+		DID:           tx.DID,
+		Direction:     direction(tx),
 		Attempts:      slices.Clone(tx.Attempts),
 		Disposition:   disposition(tx.Status, tx.ProvisionalAt > 0),
 		Status:        tx.Status,
@@ -313,6 +317,32 @@ func accountedAttempt(as []schema.Attempt, answered bool) int {
 		}
 	}
 	return len(as) - 1
+}
+
+// Notes of the proxy (proxy/subscriber.go) for an INVITE it refused on
+// its way to a subscriber of ours: no live registration, or the
+// registrations could not be read.
+const (
+	noteSubscriberNotRegistered = "subscriber_not_registered"
+	noteRegistrar               = "registrar"
+)
+
+// direction is which way the call of an INVITE went, by the rule given
+// on schema.CDR.Direction. The proxy marks a call to a DID in the event;
+// an attempt with a gateway is a relay to a supplier, one without went
+// to a subscriber's contact (the proxy delivers to registered contacts
+// before it looks at the routes).
+func direction(tx *schema.Transaction) schema.Direction {
+	if tx.DID != "" {
+		return schema.Inbound
+	}
+	if slices.ContainsFunc(tx.Attempts, func(a schema.Attempt) bool { return a.Gateway != "" }) {
+		return schema.Outbound
+	}
+	if len(tx.Attempts) > 0 || tx.Note == noteSubscriberNotRegistered || tx.Note == noteRegistrar {
+		return schema.OnNet
+	}
+	return schema.Outbound
 }
 
 // disposition maps the final answer to the caller's INVITE to how the call

@@ -305,6 +305,111 @@ func TestCorrelateKeepsCallsApart(t *testing.T) {
 	})
 }
 
+// TestCorrelateDirections: the CDR carries the INVITE's subscriber, class
+// and DID, and its direction follows from them and the attempts
+// (schema.CDR.Direction).
+func TestCorrelateDirections(t *testing.T) {
+	c := newTestCall(3)
+
+	// A subscriber of ours calling out through the gateways.
+	subOut := c.invite(200, "OK")
+	subOut.Trunk, subOut.Subscriber = "", "alice"
+	subOutCDR := c.startedCDR()
+	subOutCDR.Trunk, subOutCDR.Subscriber = "", "alice"
+
+	// A supplier's gateway brings a call for DID 442079460000, delivered
+	// to the trunk that owns it: no customer account, no gateway.
+	inbound := c.invite(200, "OK")
+	inbound.Source, inbound.Account, inbound.Trunk, inbound.Class = "203.0.113.5:5060", "", "", ""
+	inbound.DID = "442079460000"
+	inbound.Attempts = []schema.Attempt{{Destination: "192.0.2.80:5060", Status: 200, Reason: "OK", StartAt: c.at + 2, ProvisionalAt: c.at + ringAfter, FinalAt: c.at + answerAfter}}
+	inboundCDR := c.startedCDR()
+	inboundCDR.Source, inboundCDR.Account, inboundCDR.Trunk, inboundCDR.Class = "203.0.113.5:5060", "", "", ""
+	inboundCDR.DID, inboundCDR.Direction = "442079460000", schema.Inbound
+	inboundCDR.Attempts = inbound.Attempts
+	inboundCDR.Gateway, inboundCDR.Supplier = "", ""
+
+	// Subscriber to subscriber: relayed to the callee's contact.
+	onnet := c.invite(200, "OK")
+	onnet.Trunk, onnet.Subscriber, onnet.Class = "", "alice", ""
+	onnet.RequestURI = "sip:bob@carrier.example"
+	onnet.Attempts = []schema.Attempt{{Destination: "198.51.100.77:49152", Status: 200, Reason: "OK", StartAt: c.at + 2, ProvisionalAt: c.at + ringAfter, FinalAt: c.at + answerAfter}}
+	onnetCDR := c.startedCDR()
+	onnetCDR.Trunk, onnetCDR.Subscriber, onnetCDR.Class = "", "alice", ""
+	onnetCDR.Callee, onnetCDR.CalleeE164, onnetCDR.Direction = "bob", "", schema.OnNet
+	onnetCDR.Attempts = onnet.Attempts
+	onnetCDR.Gateway, onnetCDR.Supplier = "", ""
+
+	// To a subscriber with no live registration: the proxy answers 480
+	// itself, nothing is relayed.
+	unregistered := onnet
+	unregistered.Status, unregistered.Reason, unregistered.Note = 480, "Temporarily Unavailable", noteSubscriberNotRegistered
+	unregistered.ProvisionalAt, unregistered.ProvisionalStatus, unregistered.Attempts = 0, 0, nil
+	unregisteredCDR := onnetCDR
+	unregisteredCDR.Attempts = nil
+	unregisteredCDR.Disposition, unregisteredCDR.Status, unregisteredCDR.Reason = schema.NoAnswer, 480, "Temporarily Unavailable"
+	unregisteredCDR.ProvisionalAt, unregisteredCDR.PDDMs, unregisteredCDR.AnswerAt, unregisteredCDR.SetupMs = 0, 0, 0, 0
+	unregisteredCDR.EndAt = c.at + answerAfter
+
+	// A trunk's call refused before routing (no credit): outbound.
+	refused := c.invite(402, "Payment Required")
+	refused.Note, refused.Attempts = "insufficient_credit", nil
+	refused.ProvisionalAt, refused.ProvisionalStatus = 0, 0
+	refusedCDR := c.failedCDR(402, "Payment Required", 0, schema.Failed)
+	refusedCDR.Attempts, refusedCDR.Gateway, refusedCDR.Supplier = nil, "", ""
+	refusedCDR.ProvisionalAt, refusedCDR.PDDMs = 0, 0
+
+	// A DID call that failed at its owner is still inbound.
+	inboundBusy := inbound
+	inboundBusy.Status, inboundBusy.Reason = 486, "Busy Here"
+	inboundBusy.Attempts = []schema.Attempt{{Destination: "192.0.2.80:5060", Status: 486, Reason: "Busy Here", StartAt: c.at + 2, FinalAt: c.at + answerAfter}}
+	inboundBusyCDR := inboundCDR
+	inboundBusyCDR.Attempts = inboundBusy.Attempts
+	inboundBusyCDR.Disposition, inboundBusyCDR.Status, inboundBusyCDR.Reason = schema.Busy, 486, "Busy Here"
+	inboundBusyCDR.AnswerAt, inboundBusyCDR.SetupMs, inboundBusyCDR.EndAt = 0, 0, c.at+answerAfter
+
+	for _, tc := range []struct {
+		name    string
+		tx      schema.Transaction
+		typ     string
+		want    schema.CDR
+		wantDir schema.Direction
+	}{
+		{"trunk to gateways", c.invite(200, "OK"), schema.TypeCallStarted, c.startedCDR(), schema.Outbound},
+		{"subscriber to gateways", subOut, schema.TypeCallStarted, subOutCDR, schema.Outbound},
+		{"DID delivered to its trunk", inbound, schema.TypeCallStarted, inboundCDR, schema.Inbound},
+		{"DID busy at its trunk", inboundBusy, schema.TypeCallFailed, inboundBusyCDR, schema.Inbound},
+		{"subscriber to subscriber", onnet, schema.TypeCallStarted, onnetCDR, schema.OnNet},
+		{"subscriber not registered", unregistered, schema.TypeCallFailed, unregisteredCDR, schema.OnNet},
+		{"refused before routing", refused, schema.TypeCallFailed, refusedCDR, schema.Outbound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _ := apply(jsonBook{}, []schema.Transaction{tc.tx})
+			if len(got) != 1 || got[0].Type != tc.typ {
+				t.Fatalf("got %d events (%+v), want one %s", len(got), got, tc.typ)
+			}
+			if got[0].CDR.Direction != tc.wantDir {
+				t.Errorf("direction %q, want %q", got[0].CDR.Direction, tc.wantDir)
+			}
+			assertCDR(t, tc.typ, got[0].CDR, tc.want)
+		})
+	}
+
+	// The fields survive the open call's state in KV and end up in the
+	// call.ended CDR.
+	got, _ := apply(jsonBook{}, []schema.Transaction{inbound, c.ack(), c.bye(true)})
+	if len(got) != 2 {
+		t.Fatalf("%d events, want call.started and call.ended", len(got))
+	}
+	if e := got[1].CDR; e.DID != "442079460000" || e.Direction != schema.Inbound || e.HangupBy != schema.HangupCallee {
+		t.Errorf("call.ended: did %q, direction %q, hangup by %q", e.DID, e.Direction, e.HangupBy)
+	}
+	got, _ = apply(jsonBook{}, []schema.Transaction{onnet, c.bye(false)})
+	if e := got[1].CDR; e.Subscriber != "alice" || e.Direction != schema.OnNet {
+		t.Errorf("call.ended: subscriber %q, direction %q", e.Subscriber, e.Direction)
+	}
+}
+
 func assertEmissions(t *testing.T, got, want []emission) {
 	t.Helper()
 	if reflect.DeepEqual(got, want) {

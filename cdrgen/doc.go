@@ -34,6 +34,14 @@
 // INVITE to the first 18x relayed to the caller; a 183 there marks the
 // call as having had early media.
 //
+// # Who and which way
+//
+// The CDR keeps the INVITE's subscriber (who placed the call), the dial
+// plan's class and the DID an inbound call was for, and works out the
+// call's direction from them (schema.CDR.Direction): inbound for a DID,
+// outbound when an attempt went to a gateway, onnet when it went, or was
+// on its way, to a registered subscriber's contact.
+//
 // # Calls without a BYE
 //
 // A BYE the proxy sent itself ends the call with hangup_by "proxy" and

@@ -62,6 +62,7 @@ func (c testCall) invite(status int, reason string) schema.Transaction {
 		},
 		Account: "acme",
 		Trunk:   "acme-sip",
+		Class:   "international",
 	}
 }
 
@@ -131,6 +132,8 @@ func (c testCall) startedCDR() schema.CDR {
 		Callee:     "00442079460000",
 		CallerE164: "4930123456",
 		CalleeE164: "442079460000",
+		Class:      "international",
+		Direction:  schema.Outbound,
 		Attempts: []schema.Attempt{
 			{Gateway: "gw-a", Supplier: "sup-a", Destination: "203.0.113.5:5060", Status: 503, Reason: "Service Unavailable", Q850: 34, StartAt: c.at + 2, FinalAt: c.at + 40},
 			{Gateway: "gw-b", Supplier: "sup-b", Destination: "203.0.113.6:5060", Status: 200, Reason: "OK", StartAt: c.at + 41, ProvisionalAt: c.at + ringAfter, FinalAt: c.at + answerAfter},

@@ -178,10 +178,11 @@ func (r *sipRig) golden(c *testkit.SIPCall) schema.CDR {
 		Transport: "udp",
 		Caller:    "caller",
 		Callee:    "15551234567", CalleeE164: "15551234567",
-		Gateway:  r.callee.Addr,
-		InviteAt: 1,
-		EndAt:    1,
-		Node:     "proxy-sip",
+		Gateway:   r.callee.Addr,
+		Direction: schema.Outbound,
+		InviteAt:  1,
+		EndAt:     1,
+		Node:      "proxy-sip",
 	}
 }
 
@@ -357,4 +358,63 @@ func TestSIPForcedDisconnect(t *testing.T) {
 	want.AnswerAt = 1
 	want.HangupBy, want.HangupReason = schema.HangupProxy, schema.EndNoBye
 	assertCDR(t, typ, normalised(t, got, false), want)
+}
+
+// TestSIPCallKind: through the real proxy, a trusted trunk's call that its
+// dial plan classifies goes out to the gateway (outbound, with the class),
+// and its call to a DID of ours goes to the DID's owner (inbound, with the
+// DID and no gateway).
+func TestSIPCallKind(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real SIP through the proxy")
+	}
+	const did = "4930555000"
+	pbx := testkit.NewSIPPhone(t, "pbx") // the PBX of the trunk that owns the DID
+	rig := startSIPRig(t, testConfig(nil), func(c *proxy.Config) {
+		p := localProvisioning()
+		p.DialPlans["us"] = schema.DialPlan{ID: "us", Rules: []schema.DialRule{{Name: "us", Prefix: "1555", Class: "mobile"}}}
+		trunk := p.Trunks["local"]
+		trunk.Trusted, trunk.DialPlan = true, "us"
+		p.Trunks["local"] = trunk
+		p.DIDs[did] = schema.DID{Number: did, OwnerKind: schema.DIDOwnerTrunk, Owner: "local", DeliverTo: pbx.Addr}
+		if err := p.Check(); err != nil {
+			t.Fatal(err)
+		}
+		c.Provisioning = proxy.FixedProvisioning(p)
+	})
+	rig.callee.SetUAS(rig.callee.AnswerWhen(false, nil))
+	pbx.SetUAS(pbx.AnswerWhen(false, nil))
+	answered := func(c *testkit.SIPCall, want schema.CDR) {
+		t.Helper()
+		c.WaitFor(200)
+		c.Ack()
+		if res := c.Bye(); res.StatusCode != 200 {
+			t.Fatalf("BYE: %d", res.StatusCode)
+		}
+		typ, got := rig.finished(t, c)
+		if typ != schema.TypeCallEnded {
+			t.Errorf("%s, want %s", typ, schema.TypeCallEnded)
+		}
+		want.ToTag = c.ToTag()
+		want.Disposition, want.Status, want.Reason = schema.Answered, 200, "OK"
+		want.AnswerAt = 1
+		want.HangupBy, want.HangupReason = schema.HangupCaller, schema.EndNormal
+		assertCDR(t, typ, normalised(t, got, false), want)
+	}
+
+	c := rig.caller.Invite(t, rig.proxy, "UDP", nil)
+	out := rig.golden(c)
+	out.Class = "mobile"
+	out.Attempts = []schema.Attempt{attempt(rig, 200, "OK", 0, false)}
+	answered(c, out)
+
+	c = rig.caller.Invite(t, rig.proxy, "UDP", func(r *sip.Request) { r.Recipient.User = "+" + did })
+	in := rig.golden(c)
+	in.Callee, in.CalleeE164, in.DID, in.Direction = "+"+did, did, did, schema.Inbound
+	in.Gateway = ""
+	in.Attempts = []schema.Attempt{{Destination: pbx.Addr, Status: 200, Reason: "OK", StartAt: 1, FinalAt: 1}}
+	answered(c, in)
+	if got := rig.callee.Received(c.CallID); len(got) != 0 {
+		t.Errorf("the gateway got the DID's call")
+	}
 }

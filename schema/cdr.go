@@ -44,6 +44,21 @@ const (
 	EndCreditUnavailable = "credit_unavailable"
 )
 
+// Direction is which way a call went through the network, from the
+// carrier's side.
+type Direction string
+
+const (
+	// Outbound: a customer's call (a trunk's or a subscriber's) routed to
+	// supplier gateways.
+	Outbound Direction = "outbound"
+	// Inbound: a call to one of our DIDs, delivered to the DID's owner.
+	Inbound Direction = "inbound"
+	// OnNet: a call delivered to a registered subscriber of ours, never
+	// leaving the network.
+	OnNet Direction = "onnet"
+)
+
 // CDR is one call: a caller's INVITE (all its attempts) and, when answered,
 // the dialog until its end. It is identified by Call-ID and From tag.
 type CDR struct {
@@ -54,10 +69,13 @@ type CDR struct {
 	FromTag string `json:"from_tag"`
 	ToTag   string `json:"to_tag,omitempty"`
 
-	Account   string `json:"account,omitempty"`
-	Trunk     string `json:"trunk,omitempty"`
-	Source    string `json:"src"`
-	Transport string `json:"transport,omitempty"`
+	Account string `json:"account,omitempty"`
+	Trunk   string `json:"trunk,omitempty"`
+	// Subscriber placed the call (digest-authenticated); its calls are
+	// billed to Account, the subscriber's.
+	Subscriber string `json:"subscriber,omitempty"`
+	Source     string `json:"src"`
+	Transport  string `json:"transport,omitempty"`
 
 	// Caller and Callee as received (From user, Request-URI user), and
 	// normalised to E.164 digits without '+'.
@@ -65,6 +83,24 @@ type CDR struct {
 	Callee     string `json:"callee"`
 	CallerE164 string `json:"caller_e164,omitempty"`
 	CalleeE164 string `json:"callee_e164,omitempty"`
+	// Class is the trunk's dial plan's label for the call ("mobile",
+	// "premium"); empty when the plan gave none.
+	Class string `json:"class,omitempty"`
+	// DID is the number of ours (E.164 digits without '+') an inbound
+	// call was delivered to its owner for.
+	DID string `json:"did,omitempty"`
+	// Direction follows from the INVITE's event: Inbound when it names a
+	// DID; else Outbound when an attempt went to a gateway; else OnNet
+	// when it was relayed without a gateway (to a registered subscriber's
+	// contact) or refused on its way to a subscriber (480 without a live
+	// registration, 500 when the registrations could not be read: notes
+	// subscriber_not_registered, registrar); else, a call the proxy
+	// refused before routing it anywhere, Outbound: a customer's call
+	// the routes would have sent to a gateway. A trusted trunk's call
+	// with a preloaded Route also goes out without a gateway, and reads
+	// OnNet: the event does not tell it from a subscriber's contact.
+	// Empty in CDRs made before the field existed.
+	Direction Direction `json:"direction,omitempty"`
 
 	Attempts []Attempt `json:"attempts,omitempty"`
 	// Gateway and Supplier are those of the attempt the call is accounted

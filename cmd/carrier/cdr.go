@@ -37,7 +37,9 @@ owed (BUY) and the MARGIN, in the account's CURRENCY; "-" until rated.`,
 		Example: `  carrier cdr list --since 1h
   carrier cdr list --from 2026-11-01 --to 2026-11-02 --account acme --output csv
   carrier cdr list --callee 44 --disposition busy,no-answer --gateway gw-b1
-  carrier cdr list --supplier sup-alpha --min-duration 10m`,
+  carrier cdr list --supplier sup-alpha --min-duration 10m
+  carrier cdr list --direction inbound --did +442079460000
+  carrier cdr list --class premium --direction outbound,onnet`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := flt.filter(time.Now())

@@ -28,8 +28,11 @@ func newCDRExportCmd(a *app) *cobra.Command {
 limit) as CSV with a header line, in INVITE order. Rows are written as
 ClickHouse sends them, so an export of millions of CDRs runs in constant
 memory. Times are RFC 3339 UTC with milliseconds, durations milliseconds.
-The last columns are the latest rating: amounts are exact decimals in
-the currency, empty until the CDR is rated.`,
+After the version come the latest rating's columns: amounts are exact
+decimals in the currency, empty until the CDR is rated. The last ones
+say who placed the call and what kind it was: subscriber, class (the
+dial plan's), did (an inbound call's number of ours) and direction
+(outbound, inbound or onnet).`,
 		Example: `  carrier cdr export --from 2026-11-01 --to 2026-12-01 --account acme > acme-2026-11.csv
   carrier cdr export --since 24h --disposition answered --file answered.csv`,
 		Args: cobra.NoArgs,
@@ -77,6 +80,7 @@ var exportHeader = []string{
 	"gateway", "supplier", "attempts", "early_media", "hangup_by", "hangup_reason", "node", "version",
 	"rating_status", "rating_reason", "rating_run", "currency", "sell", "buy", "margin",
 	"rated_destination", "rated_prefix", "sell_plan", "buy_plan",
+	"subscriber", "class", "did", "direction",
 }
 
 func exportTime(ms int64) string {
@@ -127,6 +131,7 @@ func exportCDRs(cmd *cobra.Command, conn driver.Conn, database string, f analyti
 			string(r.Rating.Status), r.Rating.Reason, exportRun(r.Rating), r.Rating.Currency,
 			exportMoney(r.Rating, r.Rating.Sell), exportMoney(r.Rating, r.Rating.Buy), exportMoney(r.Rating, r.Rating.Margin),
 			r.Rating.Destination, r.Rating.Prefix, r.Rating.SellPlan, r.Rating.BuyPlan,
+			c.Subscriber, c.Class, c.DID, string(c.Direction),
 		}); err != nil {
 			return fmt.Errorf("write csv: %w", err)
 		}

@@ -22,6 +22,8 @@ type cdrFilterFlags struct {
 	dispositions   []string
 	gateway        string
 	supplier       string
+	class, did     string
+	directions     []string
 	minDuration    time.Duration
 }
 
@@ -37,7 +39,20 @@ func (f *cdrFilterFlags) addFlags(cmd *cobra.Command) {
 	fl.StringSliceVar(&f.dispositions, "disposition", nil, "only these dispositions: "+strings.Join(dispositionNames(), ", "))
 	fl.StringVar(&f.gateway, "gateway", "", "only calls accounted on this gateway (the answered or last one tried)")
 	fl.StringVar(&f.supplier, "supplier", "", "only calls accounted on this supplier")
+	fl.StringVar(&f.class, "class", "", "only calls of this dial plan class, e.g. mobile")
+	fl.StringVar(&f.did, "did", "", "only inbound calls to this DID of ours (E.164, with or without +)")
+	fl.StringSliceVar(&f.directions, "direction", nil, "only these directions: "+strings.Join(directionNames(), ", "))
 	fl.DurationVar(&f.minDuration, "min-duration", 0, "only calls answered for at least this long, e.g. 30s")
+}
+
+var directions = []schema.Direction{schema.Outbound, schema.Inbound, schema.OnNet}
+
+func directionNames() []string {
+	names := make([]string, len(directions))
+	for i, d := range directions {
+		names[i] = string(d)
+	}
+	return names
 }
 
 var dispositions = []schema.Disposition{schema.Answered, schema.Busy, schema.NoAnswer, schema.Cancelled, schema.Failed, schema.Congestion}
@@ -63,12 +78,19 @@ func (f *cdrFilterFlags) filter(now time.Time) (analytics.CDRFilter, error) {
 		From: from, To: to, Account: f.account, Trunk: f.trunk,
 		CallerPrefix: f.caller, CalleePrefix: f.callee,
 		Gateway: f.gateway, Supplier: f.supplier, MinDuration: f.minDuration,
+		Class: f.class, DID: f.did,
 	}
 	for _, d := range f.dispositions {
 		if !slices.Contains(dispositions, schema.Disposition(d)) {
 			return analytics.CDRFilter{}, fmt.Errorf("--disposition %q: want one of %s", d, strings.Join(dispositionNames(), ", "))
 		}
 		out.Dispositions = append(out.Dispositions, schema.Disposition(d))
+	}
+	for _, d := range f.directions {
+		if !slices.Contains(directions, schema.Direction(d)) {
+			return analytics.CDRFilter{}, fmt.Errorf("--direction %q: want one of %s", d, strings.Join(directionNames(), ", "))
+		}
+		out.Directions = append(out.Directions, schema.Direction(d))
 	}
 	return out, nil
 }

@@ -43,6 +43,15 @@ func TestCDRQueryCommands(t *testing.T) {
 	latest := map[string]analytics.CDRRecord{}
 	for i := range 1500 {
 		c := g.Next()
+		// A class from the dial plan; every fourth call inbound to a DID
+		// (its callee), every seventh one a subscriber's to another.
+		c.Class, c.Direction = []string{"mobile", "fixed", "", "premium", "mobile"}[i%5], schema.Outbound
+		switch {
+		case i%4 == 2:
+			c.DID, c.Direction = c.CalleeE164, schema.Inbound
+		case i%7 == 3:
+			c.Subscriber, c.Direction = "sub-"+c.Account, schema.OnNet
+		}
 		all = append(all, c)
 		recs = append(recs, analytics.CDRRecord{CDR: c, Version: analytics.VersionUnrated})
 		for _, run := range []uint64{0, 7} {
@@ -66,10 +75,11 @@ func TestCDRQueryCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The SIP transactions of one call, for cdr show.
+	// The SIP transactions of one call, for cdr show: an inbound one, so
+	// that it shows its DID.
 	call := all[0]
 	for _, a := range all {
-		if a.Disposition == schema.Answered && len(a.Attempts) == 2 {
+		if a.Disposition == schema.Answered && len(a.Attempts) == 2 && a.Direction == schema.Inbound {
 			call = a
 			break
 		}
@@ -144,6 +154,48 @@ func TestCDRQueryCommands(t *testing.T) {
 		}
 	})
 
+	t.Run("list by call kind", func(t *testing.T) {
+		var inbound schema.CDR
+		for _, c := range all {
+			if c.Direction == schema.Inbound {
+				inbound = c
+				break
+			}
+		}
+		for _, tc := range []struct {
+			args []string
+			keep func(schema.CDR) bool
+		}{
+			{[]string{"--class", "premium"}, func(c schema.CDR) bool { return c.Class == "premium" }},
+			{[]string{"--direction", "inbound"}, func(c schema.CDR) bool { return c.Direction == schema.Inbound }},
+			{[]string{"--direction", "onnet,inbound", "--account", "acct-001"}, func(c schema.CDR) bool {
+				return c.Account == "acct-001" && (c.Direction == schema.OnNet || c.Direction == schema.Inbound)
+			}},
+			{[]string{"--class", "mobile", "--direction", "outbound"}, func(c schema.CDR) bool { return c.Class == "mobile" && c.Direction == schema.Outbound }},
+			{[]string{"--did", "+" + inbound.DID}, func(c schema.CDR) bool { return c.DID == inbound.DID }},
+		} {
+			out, err := carrier(append(append([]string{"cdr", "list", "--limit", "0", "-o", "json"}, tc.args...), span...)...)
+			if err != nil {
+				t.Fatal(tc.args, err, out)
+			}
+			var got []cdrListJSON
+			if err := json.Unmarshal([]byte(out), &got); err != nil {
+				t.Fatal(err, out)
+			}
+			for _, c := range got {
+				if !tc.keep(c.CDR) {
+					t.Fatalf("%v listed CDR %s: subscriber %q, class %q, did %q, direction %q", tc.args, c.ID, c.Subscriber, c.Class, c.DID, c.Direction)
+				}
+			}
+			if n := want(tc.keep); n == 0 || len(got) != n {
+				t.Fatalf("%v: listed %d CDRs, want %d", tc.args, len(got), n)
+			}
+		}
+		if _, err := carrier("cdr", "list", "--direction", "sideways"); err == nil || !strings.Contains(err.Error(), "want one of outbound, inbound, onnet") {
+			t.Fatalf("bad direction: %v", err)
+		}
+	})
+
 	t.Run("show", func(t *testing.T) {
 		out, err := carrier("cdr", "show", call.CallID)
 		if err != nil {
@@ -157,6 +209,17 @@ func TestCDRQueryCommands(t *testing.T) {
 				t.Errorf("cdr show lacks %q:\n%s", s, out)
 			}
 		}
+		shown := map[string]string{}
+		for _, line := range strings.Split(out, "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok {
+				shown[k] = strings.TrimSpace(v)
+			}
+		}
+		for k, v := range map[string]string{"Direction": string(call.Direction) + did(call.DID), "Class": orDash(call.Class), "Subscriber": orDash(call.Subscriber)} {
+			if shown[k] != v {
+				t.Errorf("cdr show: %s %q, want %q:\n%s", k, shown[k], v, out)
+			}
+		}
 		out, err = carrier("cdr", "show", call.CallID, "-o", "json")
 		if err != nil {
 			t.Fatal(err, out)
@@ -167,7 +230,8 @@ func TestCDRQueryCommands(t *testing.T) {
 		}
 		if err := json.Unmarshal([]byte(out), &got); err != nil || len(got.CDRs) != 1 || got.CDRs[0].ID != call.ID ||
 			len(got.CDRs[0].Attempts) != 2 || len(got.Transactions) != 2 || got.Transactions[1].Method != "BYE" ||
-			got.CDRs[0].Rating == nil || *got.CDRs[0].Rating != price || got.CDRs[0].Version != latest[call.ID].Version {
+			got.CDRs[0].Rating == nil || *got.CDRs[0].Rating != price || got.CDRs[0].Version != latest[call.ID].Version ||
+			got.CDRs[0].Direction != call.Direction || got.CDRs[0].Class != call.Class || got.CDRs[0].DID != call.DID {
 			t.Fatalf("json (%v):\n%s", err, out)
 		}
 		if _, err := carrier("cdr", "show", "no-such-call"); err == nil || !strings.Contains(err.Error(), "no CDR and no SIP transaction") {
@@ -195,15 +259,28 @@ func TestCDRQueryCommands(t *testing.T) {
 		for i, h := range rows[0] {
 			col[h] = i
 		}
+		byID := map[string]schema.CDR{}
+		for _, c := range all {
+			byID[c.ID] = c
+		}
+		kinds := map[string]int{}
 		for _, r := range rows[1:] {
 			if r[24] != "gw-c1" || len(r) != len(exportHeader) {
 				t.Fatalf("row %v", r)
 			}
+			c := byID[r[0]]
+			if r[col["subscriber"]] != c.Subscriber || r[col["class"]] != c.Class || r[col["did"]] != c.DID || r[col["direction"]] != string(c.Direction) {
+				t.Fatalf("row %v: want subscriber %q, class %q, did %q, direction %q", r, c.Subscriber, c.Class, c.DID, c.Direction)
+			}
+			kinds[r[col["direction"]]]++
 			w := latest[r[0]].Rating
 			if r[col["margin"]] != exportMoney(w, w.Margin) || r[col["sell"]] != exportMoney(w, w.Sell) || r[col["rated_destination"]] != w.Destination ||
 				r[col["rating_run"]] != strconv.FormatUint(w.Run, 10) {
 				t.Fatalf("row %v: want rating %+v", r, w)
 			}
+		}
+		if len(kinds) != 3 {
+			t.Fatalf("export has directions %v, want all three", kinds)
 		}
 		file := t.TempDir() + "/all.csv"
 		if out, err := carrier(append([]string{"cdr", "export", "--file", file}, span...)...); err != nil {
@@ -246,8 +323,44 @@ func TestCDRQueryCommands(t *testing.T) {
 		if _, err := carrier("report", "asr", "--hourly", "--account", "acct-001"); err == nil || !strings.Contains(err.Error(), "--hourly=true") {
 			t.Fatalf("--hourly with a filter: %v", err)
 		}
-		if _, err := carrier("report", "asr", "--by", "colour"); err == nil || !strings.Contains(err.Error(), "destination, account, supplier or gateway") {
+		if _, err := carrier("report", "asr", "--by", "colour"); err == nil || !strings.Contains(err.Error(), "destination, account, supplier, gateway, class or direction") {
 			t.Fatalf("bad --by: %v", err)
+		}
+	})
+
+	t.Run("report by class", func(t *testing.T) {
+		out, err := carrier(append([]string{"report", "traffic", "--by", "class", "--direction", "outbound", "-o", "json"}, span...)...)
+		if err != nil {
+			t.Fatal(err, out)
+		}
+		var got []reportJSON
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatal(err, out)
+		}
+		calls := map[string]uint64{}
+		for _, r := range got {
+			calls[r.Key] = r.Calls
+		}
+		wantCalls := map[string]uint64{}
+		for _, c := range all {
+			if c.Direction == schema.Outbound {
+				wantCalls[c.Class]++
+			}
+		}
+		if !reflect.DeepEqual(calls, wantCalls) || len(calls) != 4 {
+			t.Fatalf("traffic by class: %v, want %v", calls, wantCalls)
+		}
+		out, err = carrier(append([]string{"report", "traffic", "--by", "class"}, span...)...)
+		if err != nil || !strings.HasPrefix(out, "CLASS ") || !strings.Contains(out, "premium") || !strings.Contains(out, "(none)") {
+			t.Fatalf("traffic table by class (%v):\n%s", err, out)
+		}
+		out, err = carrier(append([]string{"report", "asr", "--by", "direction", "-o", "csv"}, span...)...)
+		if err != nil || !strings.HasPrefix(out, "DIRECTION,") || !strings.Contains(out, "\ninbound,") || !strings.Contains(out, "\nonnet,") {
+			t.Fatalf("asr csv by direction (%v):\n%s", err, out)
+		}
+		if _, err := carrier(append([]string{"report", "traffic", "--by", "class", "--hourly"}, span...)...); err == nil ||
+			!strings.Contains(err.Error(), "not kept by class") {
+			t.Fatalf("--by class --hourly: %v", err)
 		}
 	})
 

@@ -115,6 +115,9 @@ func writeCall(w io.Writer, cdrs []analytics.CDRRecord, txs []analytics.Transact
 			{"Account", c.Account + " (trunk " + orDash(c.Trunk) + ", from " + c.Source + " " + c.Transport + ")"},
 			{"Caller", c.Caller + " (E.164 " + orDash(c.CallerE164) + ")"},
 			{"Callee", c.Callee + " (E.164 " + orDash(c.CalleeE164) + ")"},
+			{"Subscriber", orDash(c.Subscriber)},
+			{"Direction", orDash(string(c.Direction)) + did(c.DID)},
+			{"Class", orDash(c.Class)},
 			{"Disposition", fmt.Sprintf("%s: %d %s", c.Disposition, c.Status, c.Reason) + q850(c.Q850)},
 			{"Gateway", orDash(c.Gateway) + " (supplier " + orDash(c.Supplier) + ")"},
 			{"INVITE", showTime(c.InviteAt)},
@@ -170,6 +173,13 @@ func q850(cause int) string {
 		return ""
 	}
 	return " (Q.850 " + strconv.Itoa(cause) + ")"
+}
+
+func did(number string) string {
+	if number == "" {
+		return ""
+	}
+	return " (DID " + number + ")"
 }
 
 func earlyMedia(yes bool) string {

@@ -20,7 +20,8 @@ func newReportCmd(a *app) *cobra.Command {
 		Short: "Traffic, ASR and margin reports computed by ClickHouse over the CDRs",
 		Long: `Reports group the CDRs of a time range (by INVITE time) that match the
 filters of cdr list, each in its latest version, by destination, account,
-supplier or gateway.
+supplier, gateway, class (the dial plan's label for the call) or direction
+(outbound, inbound, onnet).
 
 A call is one CDR, however many gateways it tried; it is accounted on the
 gateway and supplier that answered it, or else on the last one tried.
@@ -34,7 +35,8 @@ currency. A call not rated (yet) counts in CALLS but adds no money; RATED
 counts those priced.
 
 --hourly reads the hourly aggregates ClickHouse keeps as CDRs are written
-(each CDR counted once, in its latest version) instead of the CDRs.`,
+(each CDR counted once, in its latest version) instead of the CDRs; they
+are not kept by class or direction.`,
 	}
 	traffic := func(header []string, cells func(analytics.ReportRow) []string) func(string, []analytics.ReportRow, bool) table {
 		return func(by string, rows []analytics.ReportRow, total bool) table {
@@ -92,7 +94,8 @@ func newReportKindCmd[R any](a *app, kind, short string, plain, hourlyReport rep
 		Short: short,
 		Example: fmt.Sprintf(`  carrier report %[1]s --by destination --from 2026-11-01 --to 2026-12-01
   carrier report %[1]s --by supplier --since 1h --callee 44 --output csv
-  carrier report %[1]s --by account --from 2026-01-01 --to 2026-12-01 --hourly`, kind),
+  carrier report %[1]s --by account --from 2026-01-01 --to 2026-12-01 --hourly
+  carrier report %[1]s --by class --since 24h --direction outbound`, kind),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := flt.filter(time.Now())
@@ -128,7 +131,7 @@ func newReportKindCmd[R any](a *app, kind, short string, plain, hourlyReport rep
 	}
 	ch.addFlags(cmd, "127.0.0.1:9000")
 	flt.addFlags(cmd)
-	cmd.Flags().StringVar(&by, "by", string(analytics.ByDestination), "group by destination, account, supplier or gateway")
+	cmd.Flags().StringVar(&by, "by", string(analytics.ByDestination), "group by destination, account, supplier, gateway, class or direction")
 	cmd.Flags().IntVar(&digits, "digits", analytics.DefaultDestinationDigits, "--by destination: digits of the callee's E.164 number that make a destination")
 	cmd.Flags().BoolVar(&hourly, "hourly", false, "read the hourly aggregates instead of the CDRs: faster over months; the range is cut to whole hours (UTC), no other filters, at most 4 destination digits")
 	addOutputFlag(cmd, &format)
@@ -170,6 +173,10 @@ func byHeader(by string) string {
 		return "ACCOUNT"
 	case analytics.BySupplier:
 		return "SUPPLIER"
+	case analytics.ByClass:
+		return "CLASS"
+	case analytics.ByDirection:
+		return "DIRECTION"
 	default:
 		return "GATEWAY"
 	}
