@@ -3,6 +3,7 @@ package eventlog
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -93,6 +94,9 @@ type Publisher struct {
 	spool   *spool
 	log     *slog.Logger
 	m       *publisherMetrics
+	// handoffs has when the events waiting in the spool were handed
+	// over, for the publish lag and the spool's oldest age.
+	handoffs *handoffs
 
 	maxInFlight  int
 	syncInterval time.Duration
@@ -102,7 +106,7 @@ type Publisher struct {
 	mu       sync.Mutex
 	spooling bool // new events go to the spool; inflight is empty
 	closed   bool
-	inflight map[*nats.Msg]uint64 // live events awaiting an ack, to their publish order
+	inflight map[*nats.Msg]liveFlight // live events awaiting an ack
 	seq      uint64
 	// Switches between sending and spooling, logged sparingly: a
 	// JetStream just slower than the event rate makes them frequent.
@@ -144,7 +148,8 @@ func newPublisher(js jetstream.JetStream, cfg PublisherConfig, segmentSize int64
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger.With("component", "eventlog.publisher", "spool", cfg.SpoolDir)
-	m, err := newPublisherMetrics(cfg.Registerer)
+	ho := newHandoffs()
+	m, err := newPublisherMetrics(cfg.Registerer, ho)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +157,7 @@ func newPublisher(js jetstream.JetStream, cfg PublisherConfig, segmentSize int64
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: open spool: %w", err)
 	}
+	ho.recovered(st.records, oldestSpooled(sp, log))
 	nc, err := dialLike(js.Conn(), log)
 	if err != nil {
 		sp.close()
@@ -163,11 +169,12 @@ func newPublisher(js jetstream.JetStream, cfg PublisherConfig, segmentSize int64
 		spool:        sp,
 		log:          log,
 		m:            m,
+		handoffs:     ho,
 		maxInFlight:  cfg.MaxInFlight,
 		syncInterval: cfg.SyncInterval,
 		liveBox:      newMailbox(),
 		replayBox:    newMailbox(),
-		inflight:     make(map[*nats.Msg]uint64),
+		inflight:     make(map[*nats.Msg]liveFlight),
 		wake:         make(chan struct{}, 1),
 		settled:      make(chan struct{}, 1),
 		closing:      make(chan struct{}),
@@ -270,6 +277,7 @@ func asyncContext(nc *nats.Conn, o jetstream.JetStreamOptions, box *mailbox, win
 // for JetStream. It returns an error only when the event is lost: it
 // could be neither sent nor spooled, or the publisher is closed.
 func (p *Publisher) Publish(subject string, ev schema.Envelope) error {
+	handed := p.handoffs.now()
 	msg, err := newMsg(subject, ev)
 	if err != nil {
 		return p.lose(subject, ev.ID, err)
@@ -280,7 +288,7 @@ func (p *Publisher) Publish(subject string, ev schema.Envelope) error {
 		return p.lose(subject, ev.ID, ErrPublisherClosed)
 	}
 	if !p.spooling {
-		err := p.sendLocked(msg)
+		err := p.sendLocked(msg, handed)
 		if err == nil {
 			p.mu.Unlock()
 			return nil
@@ -291,7 +299,7 @@ func (p *Publisher) Publish(subject string, ev schema.Envelope) error {
 		}
 		p.startSpoolingLocked(err)
 	}
-	err = p.spoolLocked(msg)
+	err = p.spoolLocked(msg, handed)
 	p.mu.Unlock()
 	if err != nil {
 		return p.lose(subject, ev.ID, err)
@@ -300,9 +308,16 @@ func (p *Publisher) Publish(subject string, ev schema.Envelope) error {
 	return nil
 }
 
+// liveFlight is a live event awaiting its ack: its publish order and
+// when it was handed to Publish.
+type liveFlight struct {
+	seq    uint64
+	handed time.Duration
+}
+
 // sendLocked publishes msg asynchronously and tracks it. p.mu held, so
 // that events go on the wire in publish order.
-func (p *Publisher) sendLocked(msg *nats.Msg) error {
+func (p *Publisher) sendLocked(msg *nats.Msg, handed time.Duration) error {
 	if len(p.inflight) >= p.maxInFlight {
 		return errWindowFull
 	}
@@ -313,7 +328,7 @@ func (p *Publisher) sendLocked(msg *nats.Msg) error {
 		return err
 	}
 	p.seq++
-	p.inflight[msg] = p.seq
+	p.inflight[msg] = liveFlight{seq: p.seq, handed: handed}
 	p.m.inflight.Inc()
 	return nil
 }
@@ -335,19 +350,23 @@ func (p *Publisher) spoolInflightLocked() int {
 	for m := range p.inflight {
 		msgs = append(msgs, m)
 	}
-	slices.SortFunc(msgs, func(a, b *nats.Msg) int { return cmp.Compare(p.inflight[a], p.inflight[b]) })
-	clear(p.inflight)
-	p.m.inflight.Sub(float64(len(msgs)))
+	slices.SortFunc(msgs, func(a, b *nats.Msg) int { return cmp.Compare(p.inflight[a].seq, p.inflight[b].seq) })
 	for _, m := range msgs {
-		if err := p.spoolLocked(m); err != nil {
+		if err := p.spoolLocked(m, p.inflight[m].handed); err != nil {
 			_ = p.lose(m.Subject, msgID(m), err)
 		}
 	}
+	clear(p.inflight)
+	p.m.inflight.Sub(float64(len(msgs)))
 	return len(msgs)
 }
 
-func (p *Publisher) spoolLocked(msg *nats.Msg) error {
+func (p *Publisher) spoolLocked(msg *nats.Msg, handed time.Duration) error {
+	// Booked first: the replayer may read the record as soon as it is
+	// appended.
+	p.handoffs.push(handed)
 	if err := p.spool.append(msg.Subject, msgID(msg), msg.Data); err != nil {
+		p.handoffs.pop()
 		return err
 	}
 	p.m.spooled.Inc()
@@ -383,10 +402,12 @@ func (p *Publisher) runAcker(ctx context.Context) {
 		case <-p.liveBox.wake:
 		}
 		batch = p.liveBox.take(batch)
+		now := p.handoffs.now()
 		p.mu.Lock()
 		wasSpooling := p.spooling
 		for _, r := range batch {
-			if _, ok := p.inflight[r.msg]; !ok {
+			f, ok := p.inflight[r.msg]
+			if !ok {
 				continue // spooled meanwhile: the replay settles it
 			}
 			switch {
@@ -394,6 +415,7 @@ func (p *Publisher) runAcker(ctx context.Context) {
 				delete(p.inflight, r.msg)
 				p.m.inflight.Dec()
 				p.m.published.Inc()
+				p.m.observeLag(now - f.handed)
 			case rejected(r.err):
 				delete(p.inflight, r.msg)
 				p.m.inflight.Dec()
@@ -478,8 +500,9 @@ func (p *Publisher) probe(ctx context.Context) error {
 // replayFlight is a spooled event sent again; next is the spool position
 // after it, confirmed once it and all before it are acknowledged.
 type replayFlight struct {
-	next spoolPos
-	done bool
+	next   spoolPos
+	done   bool
+	handed time.Duration // when the event was handed to Publish
 }
 
 // replayOnce sends the spool from its first unconfirmed event, in order,
@@ -505,7 +528,7 @@ func (p *Publisher) replayOnce(ctx context.Context) error {
 	)
 	for {
 		for reading && failed == nil && len(sent) < window {
-			rec, _, ok, err := r.next()
+			rec, at, ok, err := r.next()
 			if err != nil {
 				failed = err
 				break
@@ -517,7 +540,7 @@ func (p *Publisher) replayOnce(ctx context.Context) error {
 				}
 				continue // spooled meanwhile
 			}
-			f := &replayFlight{next: r.pos}
+			f := &replayFlight{next: r.pos, handed: p.handoffs.handedAt(at.idx, rec.data)}
 			queue = append(queue, f)
 			msg := rec.msg()
 			if _, err := p.replay.PublishMsgAsync(msg, p.pubOpts...); err != nil {
@@ -538,6 +561,7 @@ func (p *Publisher) replayOnce(ctx context.Context) error {
 		}
 		if n > 0 {
 			p.spool.confirm(queue[n-1].next)
+			p.handoffs.confirm(queue[n-1].next.idx, queue[n-1].handed)
 			p.m.spoolEvents.Sub(float64(n))
 			queue = slices.Delete(queue, 0, n)
 		}
@@ -561,6 +585,7 @@ func (p *Publisher) replayOnce(ctx context.Context) error {
 		case <-p.replayBox.wake:
 		}
 		results = p.replayBox.take(results)
+		now := p.handoffs.now()
 		for _, res := range results {
 			f, ok := sent[res.msg]
 			if !ok {
@@ -572,6 +597,7 @@ func (p *Publisher) replayOnce(ctx context.Context) error {
 			case res.err == nil:
 				f.done = true
 				p.m.published.Inc()
+				p.m.observeLag(now - f.handed)
 				window = p.maxInFlight
 			case rejected(res.err):
 				f.done = true
@@ -656,6 +682,7 @@ func (p *Publisher) Close(ctx context.Context) error {
 	left := p.spool.waiting()
 	// The registry may outlive this publisher: take back its share.
 	p.m.spoolEvents.Sub(float64(left))
+	p.handoffs.close()
 	err := p.spool.close()
 	if left > 0 {
 		p.log.Info("events left in the spool for the next start", "events", left)
@@ -773,12 +800,182 @@ func sleepOrClose(ctx context.Context, c chan struct{}, d time.Duration) bool {
 	}
 }
 
+// SpoolStatus is what waits in a publisher's spool.
+type SpoolStatus struct {
+	// Events is the number of events waiting to be replayed.
+	Events uint64
+	// Oldest is how long the oldest of them has waited; 0 when none.
+	Oldest time.Duration
+}
+
+// Spool tells what waits in the spool, for health checks. After Close
+// it tells what is left for the next start, with Oldest 0.
+func (p *Publisher) Spool() SpoolStatus {
+	return SpoolStatus{Events: p.spool.waiting(), Oldest: p.handoffs.oldest()}
+}
+
+// handoffs keeps when each event waiting in the spool was handed to
+// Publish, in spool order, so that a replayed event's publish lag counts
+// its time in the spool, and the age of the oldest is known. Times are
+// offsets from start, on the monotonic clock.
+//
+// The events an earlier run left are known only by the time in their
+// envelope (see handedAt). While they wait, the oldest age is taken from
+// the last of them confirmed (the first at start): an upper bound, as
+// the one after it was created no earlier.
+type handoffs struct {
+	start time.Time
+
+	mu      sync.Mutex
+	head    uint64          // spool index of the first event not confirmed
+	base    uint64          // spool index of at[0]
+	at      []time.Duration // events this run spooled, from base on
+	earlier uint64          // an earlier run's events: indexes below this
+	// earliest bounds when the oldest of the earlier run's events
+	// still waiting was handed over.
+	earliest time.Duration
+	closed   bool
+}
+
+func newHandoffs() *handoffs { return &handoffs{start: time.Now()} }
+
+func (h *handoffs) now() time.Duration { return time.Since(h.start) }
+
+// wall is the wall-clock time t as an offset. The zero time, and a time
+// ahead of now (a clock stepped back since), count as now.
+func (h *handoffs) wall(t time.Time) time.Duration {
+	now := h.now()
+	if t.IsZero() {
+		return now
+	}
+	return min(t.Sub(h.start), now)
+}
+
+// recovered books the n events an earlier run left in the spool, the
+// first of them created at oldest (zero: unknown).
+func (h *handoffs) recovered(n uint64, oldest time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.earlier, h.base = n, n
+	h.earliest = h.wall(oldest)
+}
+
+// push books the hand-off of the event about to be appended to the
+// spool; pop takes it back when the append failed. Both under the
+// publisher's lock, so that they follow the spool's order.
+func (h *handoffs) push(handed time.Duration) {
+	h.mu.Lock()
+	h.at = append(h.at, handed)
+	h.mu.Unlock()
+}
+
+func (h *handoffs) pop() {
+	h.mu.Lock()
+	h.at = h.at[:len(h.at)-1]
+	h.mu.Unlock()
+}
+
+// handedAt is when the spooled event at index idx, whose record data is
+// data, was handed to Publish.
+func (h *handoffs) handedAt(idx uint64, data []byte) time.Duration {
+	h.mu.Lock()
+	if idx >= h.base && idx-h.base < uint64(len(h.at)) {
+		d := h.at[idx-h.base]
+		h.mu.Unlock()
+		return d
+	}
+	h.mu.Unlock()
+	// An earlier run's event: its hand-off time went with that run.
+	// Its envelope's time is when it was created, which for the proxy's
+	// events is when they are handed over.
+	var env struct {
+		Time int64 `json:"ts"`
+	}
+	if err := json.Unmarshal(data, &env); err != nil {
+		return h.now()
+	}
+	return h.wall(schema.FromMillis(env.Time))
+}
+
+// confirm drops the events before index idx, JetStream has them; last
+// is when the last of them was handed over.
+func (h *handoffs) confirm(idx uint64, last time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if idx <= h.head {
+		return
+	}
+	h.head = idx
+	if idx <= h.earlier {
+		h.earliest = max(h.earliest, last)
+		return
+	}
+	drop := min(idx-h.base, uint64(len(h.at)))
+	h.at, h.base = h.at[drop:], h.base+drop
+	if len(h.at) == 0 {
+		h.at = nil // let an outage's worth of times go
+	}
+}
+
+// oldest is how long the oldest event in the spool has waited.
+func (h *handoffs) oldest() time.Duration {
+	now := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.closed:
+		return 0
+	case h.head < h.earlier:
+		return max(0, now-h.earliest)
+	case len(h.at) > 0:
+		return max(0, now-h.at[0])
+	}
+	return 0
+}
+
+// close stops the tracking: what is left in the spool is the next
+// publisher's to report.
+func (h *handoffs) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed, h.at = true, nil
+}
+
+// oldestSpooled is the creation time of the first event in the spool, as
+// its envelope tells; zero when there is none or it cannot be read.
+func oldestSpooled(sp *spool, log *slog.Logger) time.Time {
+	r := sp.reader(sp.headPos())
+	defer r.close()
+	rec, _, ok, err := r.next()
+	if err != nil {
+		log.Warn("cannot read the first spooled event for its age", "err", err)
+	}
+	if !ok {
+		return time.Time{}
+	}
+	var env struct {
+		Time int64 `json:"ts"`
+	}
+	if err := json.Unmarshal(rec.data, &env); err != nil {
+		return time.Time{}
+	}
+	return schema.FromMillis(env.Time)
+}
+
+// lagBuckets span a healthy JetStream's milliseconds to the minutes and
+// hours an outage keeps events in the spool.
+var lagBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
+
 type publisherMetrics struct {
 	published, spooled, errors prometheus.Counter
 	spoolEvents, inflight      prometheus.Gauge
+	lag                        prometheus.Histogram
+	spoolOldest                prometheus.GaugeFunc
 }
 
-func newPublisherMetrics(reg prometheus.Registerer) (*publisherMetrics, error) {
+func (m *publisherMetrics) observeLag(d time.Duration) { m.lag.Observe(max(0, d).Seconds()) }
+
+func newPublisherMetrics(reg prometheus.Registerer, ho *handoffs) (*publisherMetrics, error) {
 	m := &publisherMetrics{
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "carrier_eventlog_published_total",
@@ -800,13 +997,26 @@ func newPublisherMetrics(reg prometheus.Registerer) (*publisherMetrics, error) {
 			Name: "carrier_eventlog_inflight",
 			Help: "Events sent to JetStream and not yet acknowledged.",
 		}),
+		// From the hand-off rather than the envelope's time: the
+		// envelope says when the event happened, which for derived or
+		// rebuilt events is long before it reaches the publisher, and
+		// in milliseconds. The publisher answers for the rest of the way.
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "carrier_eventlog_publish_lag_seconds",
+			Help:    "Time from an event's hand-off to the publisher to JetStream's acknowledgement, time in the spool included (events an earlier run spooled: from their envelope's time).",
+			Buckets: lagBuckets,
+		}),
+		spoolOldest: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "carrier_eventlog_spool_oldest_seconds",
+			Help: "How long the oldest event waiting in the spool has waited (0: none); it grows while JetStream does not take events.",
+		}, func() float64 { return ho.oldest().Seconds() }),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	// A second publisher on one registry is a wiring mistake unless the
 	// caller tells them apart with prometheus.WrapRegistererWith.
-	for _, c := range []prometheus.Collector{m.published, m.spooled, m.errors, m.spoolEvents, m.inflight} {
+	for _, c := range []prometheus.Collector{m.published, m.spooled, m.errors, m.spoolEvents, m.inflight, m.lag, m.spoolOldest} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("eventlog: register publisher metrics: %w", err)
 		}
