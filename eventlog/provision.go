@@ -69,6 +69,11 @@ func (s *ProvisionStore) DialPlans() Collection[schema.DialPlan] {
 }
 func (s *ProvisionStore) DIDs() Collection[schema.DID] { return Collection[schema.DID]{s} }
 
+// Suppliers is the collection of who the gateways belong to.
+func (s *ProvisionStore) Suppliers() Collection[schema.Supplier] {
+	return Collection[schema.Supplier]{s}
+}
+
 // Collection is one kind of object in the store.
 type Collection[T schema.Object] struct{ s *ProvisionStore }
 
@@ -192,6 +197,8 @@ func objects[T schema.Object](p *schema.Provisioning) []T {
 		m = any(p.DialPlans).(map[string]T)
 	case map[string]schema.DID:
 		m = any(p.DIDs).(map[string]T)
+	case map[string]schema.Supplier:
+		m = any(p.Suppliers).(map[string]T)
 	}
 	out := make([]T, 0, len(m))
 	for _, id := range schema.SortedIDs(m) {
@@ -225,9 +232,10 @@ type Applied struct {
 
 // Apply creates or updates every object of set. It checks the whole set
 // against the stored provisioning first and writes nothing when anything
-// is wrong (the error names each bad entry). Accounts and gateways are
-// written before the trunks and routes that need them, so a watcher never
-// sees a trunk without its account or a route without its gateways.
+// is wrong (the error names each bad entry). Accounts, suppliers and
+// gateways are written before the gateways, trunks and routes that need
+// them, so a watcher never sees a trunk without its account, a gateway
+// without its supplier or a route without its gateways.
 // Objects the set does not name are left as they are.
 func (s *ProvisionStore) Apply(ctx context.Context, set schema.ProvisionSet) ([]Applied, error) {
 	if _, err := s.Plan(ctx, set); err != nil {
@@ -244,6 +252,12 @@ func (s *ProvisionStore) Apply(ctx context.Context, set schema.ProvisionSet) ([]
 	for _, a := range set.Accounts {
 		ch, err := s.Accounts().Put(ctx, a)
 		if err := record(schema.KindAccount, a.ID, ch, err); err != nil {
+			return out, err
+		}
+	}
+	for _, sup := range set.Suppliers {
+		ch, err := s.Suppliers().Put(ctx, sup)
+		if err := record(schema.KindSupplier, sup.ID, ch, err); err != nil {
 			return out, err
 		}
 	}
@@ -299,6 +313,9 @@ func (s *ProvisionStore) Plan(ctx context.Context, set schema.ProvisionSet) ([]A
 	out := make([]Applied, 0, set.Len())
 	for _, a := range set.Accounts {
 		out = append(out, Applied{schema.KindAccount, a.ID, planned(cur.Accounts, a)})
+	}
+	for _, sup := range set.Suppliers {
+		out = append(out, Applied{schema.KindSupplier, sup.ID, planned(cur.Suppliers, sup)})
 	}
 	for _, g := range set.Gateways {
 		out = append(out, Applied{schema.KindGateway, g.ID, planned(cur.Gateways, g)})
@@ -388,6 +405,8 @@ func (s *ProvisionStore) fold(p *schema.Provisioning, e jetstream.KeyValueEntry)
 		err = foldOne(p.DialPlans, id, del, e.Value())
 	case schema.KindDID:
 		err = foldOne(p.DIDs, id, del, e.Value())
+	case schema.KindSupplier:
+		err = foldOne(p.Suppliers, id, del, e.Value())
 	}
 	if err != nil {
 		s.log.Warn("provisioning: ignoring invalid object", "key", e.Key(), "revision", e.Revision(), "err", err)

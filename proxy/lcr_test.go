@@ -68,6 +68,7 @@ func TestLCR(t *testing.T) {
 	g2 := pv.Gateways["g2"]
 	g2.Supplier = "cheapo"
 	pv.Gateways["g2"] = g2
+	pv.Suppliers["cheapo"] = schema.Supplier{ID: "cheapo", Currency: "USD"}
 	pv.Routes["lcr"] = schema.Route{ID: "lcr", Gateways: []string{"g3", "g1", "g2"}, Mode: schema.RouteLCR}
 	if err := pv.Check(); err != nil {
 		t.Fatal(err)

@@ -293,13 +293,17 @@ func (r *Rater) price(ctx context.Context, plan, number string, answer time.Time
 }
 
 // priceBuy prices the supplier's side on the buy plan of the billed
-// attempt's supplier, or else of its gateway. Whether such a plan exists
+// attempt's supplier (its BuyPlanName when provisioned, else
+// "buy-<supplier>"), or else of its gateway. Whether such a plan exists
 // is the Book's word: asking the Store for every call to a supplier
 // without a deck would cost a JetStream request per CDR.
 func (r *Rater) priceBuy(ctx context.Context, c schema.CDR, answer time.Time, dur time.Duration) (pricedLeg, error) {
-	for _, id := range []string{c.Supplier, c.Gateway} {
-		plan := BuyPlan(id)
-		if id == "" || !planName.MatchString(plan) || !r.cfg.Book.known(plan) {
+	var gateway string
+	if c.Gateway != "" {
+		gateway = BuyPlan(c.Gateway)
+	}
+	for _, plan := range []string{r.cfg.Accounts.Snapshot().SupplierBuyPlan(c.Supplier), gateway} {
+		if plan == "" || !planName.MatchString(plan) || !r.cfg.Book.known(plan) {
 			continue
 		}
 		leg, reason, err := r.price(ctx, plan, callee(c), answer, dur)

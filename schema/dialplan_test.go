@@ -69,6 +69,7 @@ func TestDIDValidate(t *testing.T) {
 func TestRouteLimitsValidate(t *testing.T) {
 	p := NewProvisioning()
 	p.Gateways["a"] = Gateway{ID: "a", Address: "192.0.2.1"}
+	p.Accounts["acme"] = Account{ID: "acme", Currency: "EUR"}
 	base := Route{ID: "r1", Prefix: "49", Gateways: []string{"a"}}
 	p.Routes["r1"] = base
 	for _, r := range []Route{

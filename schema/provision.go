@@ -48,6 +48,8 @@ func ParseKey(key string) (Kind, string, bool) {
 		return Kind(kind), id, true
 	case KindDialPlan, KindDID:
 		return Kind(kind), id, true
+	case KindSupplier:
+		return Kind(kind), id, true
 	}
 	return "", "", false
 }
@@ -74,7 +76,7 @@ func ProvisioningBucket(o StreamOptions) jetstream.KeyValueConfig {
 // Object is a provisioning object: something with a kind, an id and rules
 // of its own. It is a type constraint, so that stores are typed by it.
 type Object interface {
-	Account | Trunk | Gateway | Route | Subscriber | DialPlan | DID
+	Account | Trunk | Gateway | Route | Subscriber | DialPlan | DID | Supplier
 	ObjectKind() Kind
 	ObjectID() string
 	Validate() error
@@ -338,12 +340,15 @@ type Gateway struct {
 	Address string `json:"address"`
 	// Transport is udp (default) or tcp.
 	Transport string `json:"transport,omitempty"`
-	// Supplier names who runs the gateway: its buy rates are the plan
-	// "buy-<supplier>", else "buy-<gateway id>".
+	// Supplier names the provisioned supplier who runs the gateway: its
+	// buy rates are the supplier's buy plan, else "buy-<gateway id>".
 	Supplier string `json:"supplier,omitempty"`
 	// CPS bounds the calls per second the proxy sends the gateway; a
 	// call over it skips to the route's next gateway. 0 is no limit.
 	CPS int `json:"cps,omitempty"`
+	// MaxCalls bounds the gateway's calls in progress (ringing or up); a
+	// call over it skips to the route's next gateway. 0 is no limit.
+	MaxCalls int `json:"max_calls,omitempty"`
 }
 
 func (g Gateway) ObjectKind() Kind { return KindGateway }
@@ -364,6 +369,9 @@ func (g Gateway) Validate() error {
 	}
 	if g.Supplier != "" && !validID.MatchString(g.Supplier) {
 		return fmt.Errorf("gateway %s: supplier %q: want letters, digits, '-' or '_': %w", g.ID, g.Supplier, ErrInvalidObject)
+	}
+	if g.MaxCalls < 0 || g.MaxCalls > MaxCPS {
+		return fmt.Errorf("gateway %s: max calls %d: want 0 (no limit) to %d: %w", g.ID, g.MaxCalls, MaxCPS, ErrInvalidObject)
 	}
 	return checkCPS(KindGateway, g.ID, g.CPS)
 }
@@ -514,6 +522,8 @@ type Provisioning struct {
 	Subscribers map[string]Subscriber `json:"subscribers"`
 	DialPlans   map[string]DialPlan   `json:"dial_plans"`
 	DIDs        map[string]DID        `json:"dids"`
+	// Suppliers are who the gateways belong to.
+	Suppliers map[string]Supplier `json:"suppliers"`
 	// Revision is the bucket revision of the last change folded in.
 	Revision uint64 `json:"revision"`
 	// At is when this snapshot was made.
@@ -523,7 +533,8 @@ type Provisioning struct {
 // NewProvisioning is an empty provisioning.
 func NewProvisioning() *Provisioning {
 	return &Provisioning{Accounts: map[string]Account{}, Trunks: map[string]Trunk{}, Gateways: map[string]Gateway{}, Routes: map[string]Route{},
-		Subscribers: map[string]Subscriber{}, DialPlans: map[string]DialPlan{}, DIDs: map[string]DID{}}
+		Subscribers: map[string]Subscriber{}, DialPlans: map[string]DialPlan{}, DIDs: map[string]DID{},
+		Suppliers: map[string]Supplier{}}
 }
 
 // Clone copies the maps, so that the copy can be changed.
@@ -536,6 +547,7 @@ func (p *Provisioning) Clone() *Provisioning {
 	c.Subscribers = cloneMap(p.Subscribers)
 	c.DialPlans = cloneMap(p.DialPlans)
 	c.DIDs = cloneMap(p.DIDs)
+	c.Suppliers = cloneMap(p.Suppliers)
 	return &c
 }
 
@@ -561,46 +573,16 @@ func SortedIDs[T any](m map[string]T) []string {
 // CheckTrunk). Errors name the objects; all problems are reported, joined.
 func (p *Provisioning) Check() error {
 	var errs []error
-	for _, id := range SortedIDs(p.Accounts) {
-		if err := p.Accounts[id].Validate(); err != nil {
+	p.eachCheck(func(_ ObjectRef, err error) {
+		if err != nil {
 			errs = append(errs, err)
 		}
-	}
-	for _, id := range SortedIDs(p.Gateways) {
-		if err := p.Gateways[id].Validate(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, id := range SortedIDs(p.Trunks) {
-		if err := p.CheckTrunk(p.Trunks[id]); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, id := range SortedIDs(p.Routes) {
-		if err := p.CheckRoute(p.Routes[id]); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, id := range SortedIDs(p.Subscribers) {
-		if err := p.CheckSubscriber(p.Subscribers[id]); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, id := range SortedIDs(p.DialPlans) {
-		if err := p.CheckDialPlan(p.DialPlans[id]); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, id := range SortedIDs(p.DIDs) {
-		if err := p.CheckDID(p.DIDs[id]); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	})
 	return errors.Join(errs...)
 }
 
-// CheckRoute validates r as it would stand in p: its gateways exist, and
-// no other route of p has the same prefix, which would make routing
+// CheckRoute validates r as it would stand in p: its gateways and the
+// accounts it is limited to exist, and no other route of p has the same prefix, which would make routing
 // ambiguous.
 func (p *Provisioning) CheckRoute(r Route) error {
 	if err := r.Validate(); err != nil {
@@ -610,6 +592,11 @@ func (p *Provisioning) CheckRoute(r Route) error {
 	for _, g := range r.Gateways {
 		if _, ok := p.Gateways[g]; !ok {
 			errs = append(errs, fmt.Errorf("route %s: gateway %q does not exist: %w", r.ID, g, ErrInvalidObject))
+		}
+	}
+	for _, a := range r.Accounts {
+		if _, ok := p.Accounts[a]; !ok {
+			errs = append(errs, fmt.Errorf("route %s: account %q does not exist: %w", r.ID, a, ErrInvalidObject))
 		}
 	}
 	for _, id := range SortedIDs(p.Routes) {
@@ -676,12 +663,14 @@ type ProvisionSet struct {
 	// trunks that own them.
 	DialPlans []DialPlan `json:"dial_plans,omitempty"`
 	DIDs      []DID      `json:"dids,omitempty"`
+	// Suppliers come before the gateways that name them.
+	Suppliers []Supplier `json:"suppliers,omitempty"`
 }
 
 // Len is the number of objects in the set.
 func (s ProvisionSet) Len() int {
 	return len(s.Accounts) + len(s.Trunks) + len(s.Gateways) + len(s.Routes) + len(s.Subscribers) +
-		len(s.DialPlans) + len(s.DIDs)
+		len(s.DialPlans) + len(s.DIDs) + len(s.Suppliers)
 }
 
 // Merge checks the set against the current provisioning and returns
@@ -700,6 +689,8 @@ func (s ProvisionSet) Merge(current *Provisioning) (*Provisioning, error) {
 	mergeEach(m, "subscribers", s.Subscribers, next.Subscribers)
 	mergeEach(m, "dial_plans", s.DialPlans, next.DialPlans)
 	mergeEach(m, "dids", s.DIDs, next.DIDs)
+	mergeEach(m, "suppliers", s.Suppliers, next.Suppliers)
+	checkEach(m, "gateways", s.Gateways, next.CheckGateway)
 	checkEach(m, "trunks", s.Trunks, next.CheckTrunk)
 	checkEach(m, "routes", s.Routes, next.CheckRoute)
 	checkEach(m, "subscribers", s.Subscribers, next.CheckSubscriber)
