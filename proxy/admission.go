@@ -203,6 +203,7 @@ func (p *Proxy) compile(pv *schema.Provisioning, resolve func(hostport string) s
 			gatewayHop: gatewayHop{id: g.ID, dest: resolve(net.JoinHostPort(host, strconv.Itoa(port))), transport: transport},
 			health:     p.health.get(g.ID),
 			gw:         g,
+			supplier:   pv.Suppliers[g.Supplier],
 		}
 		byID[g.ID] = t
 		a.targets = append(a.targets, t)
@@ -216,6 +217,7 @@ func (p *Proxy) compile(pv *schema.Provisioning, resolve func(hostport string) s
 		keep[id] = true
 	}
 	p.health.prune(keep)
+	p.m.answers.prune(keep)
 	for _, id := range schema.SortedIDs(pv.Routes) {
 		r := pv.Routes[id]
 		e := &routeEntry{id: r.ID, maxAttempts: r.MaxAttempts, lcr: r.ModeOrDefault() == schema.RouteLCR, limits: newRouteLimits(r)}

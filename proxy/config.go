@@ -102,6 +102,12 @@ type Config struct {
 	// turns it off). Keep it below the correlator's maximum call
 	// duration, so that the proxy's end, with its reason, comes first.
 	DialogTimeout time.Duration
+	// Dialogs keeps the established calls (KVDialogs, in JetStream KV),
+	// so that a restarted proxy takes them back: it ends them at their
+	// dialog timeout, goes on with their credit control and counts them
+	// under their limits. Nil keeps them in memory only: a restart
+	// forgets them.
+	Dialogs Dialogs
 	// MaxMessageSize is the largest SIP message accepted (default and at
 	// most 65535 bytes); larger requests get 413. Over UDP the effective
 	// limit is also bounded by sipgo's read buffer (sip.TransportBufferReadSize).

@@ -230,6 +230,12 @@ func (c *creditSession) extend() {
 	}
 	req := c.req
 	req.Action, req.Granted = schema.CreditExtend, c.granted
+	if behind := time.Since(c.answer) - time.Duration(c.granted)*time.Second; behind > 0 {
+		// The call talked past its grant: the proxy was restarted, or a
+		// postpaid call's service was silent. Ask for that time too, so
+		// that one answer catches up rather than one window at a time.
+		req.Want += int64((behind + time.Second - 1) / time.Second)
+	}
 	c.mu.Unlock()
 
 	reply, err := c.p.ask(req)
@@ -244,6 +250,8 @@ func (c *creditSession) extend() {
 		c.exhausted = reply.Seconds <= c.granted
 		c.granted = max(c.granted, reply.Seconds)
 		c.schedule()
+		// A restarted proxy goes on from this grant.
+		c.p.storeDialog(c.d)
 		return
 	}
 	if err == nil {
@@ -260,6 +268,42 @@ func (c *creditSession) extend() {
 	}
 	c.p.log.Warn("credit control did not answer before the grant ran out: ending the call", "call_id", req.CallID, "account", req.Account, "granted_s", c.granted, "err", err)
 	c.timer = time.AfterFunc(time.Until(cut), func() { c.p.hangUp(c.d, noteCreditUnavailable) })
+}
+
+// record is the session as stored with its call; c.mu is taken.
+func (c *creditSession) record() *CreditRecord {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return &CreditRecord{Kind: c.kind, CDRID: c.req.CDRID, Callee: c.req.Callee, Want: c.req.Want,
+		Granted: c.granted, Exhausted: c.exhausted,
+		GrantEnd: schema.Millis(c.answer.Add(time.Duration(c.granted) * time.Second))}
+}
+
+// resumeCredit goes on with the credit control of d, restored after a
+// restart, from the grant rec stored; d.mu is held.
+//
+// A grant that ran out while the proxy was down is asked on at once, as
+// a live call asks before its grant ends, for the time talked since and a
+// window more: the rating service decides with the account's real balance
+// (the time talked is billed by the CDR either way), so a call whose
+// money covers it goes on, and one whose money does not is cut at once
+// (credit_exhausted). Without an answer a prepaid call is cut at once
+// (credit_unavailable), a postpaid one goes on, as for a live call.
+func (p *Proxy) resumeCredit(d *dialog, rec *CreditRecord) *creditSession {
+	c := &creditSession{p: p, kind: rec.Kind, d: d, answer: d.answered,
+		granted: rec.Granted, exhausted: rec.Exhausted,
+		req: schema.CreditRequest{CDRID: rec.CDRID, CallID: d.callID, Account: d.account,
+			Callee: rec.Callee, At: schema.Millis(d.answered), Want: rec.Want}}
+	if c.req.CDRID == "" {
+		c.req.CDRID = schema.CDRID(d.callID, d.callerTag)
+	}
+	if c.req.Want <= 0 {
+		c.req.Want = int64(p.cfg.Credit.Window / time.Second)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.schedule()
+	return c
 }
 
 // stop ends the session's timer: the call is over.

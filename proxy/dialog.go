@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -51,8 +52,23 @@ type dialog struct {
 	callerSeq, calleeSeq uint32
 	timeout              *time.Timer
 	credit               *creditSession
-	// slot gives back the call's place under its account's limit.
-	slot func()
+	// slot gives back the call's place under its account's limit;
+	// slotKeys are the counters it holds a place in.
+	slot     func()
+	slotKeys []string
+
+	// stored is the write-through of the call to Config.Dialogs.
+	stored storedState
+}
+
+// storedState orders the writes of one call's record: one at a time, each
+// of the latest state, and none after its delete.
+type storedState struct {
+	mu      sync.Mutex
+	dirty   bool // the record changed since it was last written
+	ended   bool // the call is over: delete the record
+	written bool // a write was made (or is under way) since the last delete
+	running bool // a writer goroutine is at work
 }
 
 type dialogKey struct{ callID, tag string }
@@ -63,9 +79,18 @@ type dialogTable struct {
 	mu sync.Mutex
 	m  map[dialogKey]*dialog
 
-	active  prometheus.Gauge
-	hangups *prometheus.CounterVec
-	credit  *prometheus.CounterVec
+	active        prometheus.Gauge
+	hangups       *prometheus.CounterVec
+	credit        *prometheus.CounterVec
+	restored      prometheus.Counter
+	restoreFailed prometheus.Counter
+	storeErrors   *prometheus.CounterVec
+
+	// writes are the writers of records to Config.Dialogs under way;
+	// none starts once closing.
+	wmu     sync.Mutex
+	closing bool
+	writes  sync.WaitGroup
 }
 
 func newDialogTable(reg prometheus.Registerer) (*dialogTable, error) {
@@ -83,9 +108,21 @@ func newDialogTable(reg prometheus.Registerer) (*dialogTable, error) {
 			Name: "carrier_sip_credit_requests_total",
 			Help: "Credit-control requests the proxy sent, by action (start, extend, release) and result (granted, insufficient, no_rate, unknown_account, released, error, no_answer).",
 		}, []string{"action", "result"}),
+		restored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "carrier_sip_restored_calls_total",
+			Help: "Established calls a starting proxy took back from the dialogs store (calls up across a restart).",
+		}),
+		restoreFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "carrier_sip_restore_failed_total",
+			Help: "Stored calls a starting proxy could not take back (no listener of their transport, an unreadable record); they are forgotten.",
+		}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "carrier_sip_dialog_store_errors_total",
+			Help: "Writes of established calls to the dialogs store that failed, by op (put, delete); such a call may not survive a restart, or be restored after it ended.",
+		}, []string{"op"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{t.active, t.hangups, t.credit} {
+		for _, c := range []prometheus.Collector{t.active, t.hangups, t.credit, t.restored, t.restoreFailed, t.storeErrors} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if errors.As(err, &are) {
@@ -176,6 +213,7 @@ func (r *request) established(out *sip.Request, res *sip.Response, h *hop, answe
 	d.callee = p.calleeLeg(out, res, h)
 	d.caller = p.callerLeg(r, res)
 	d.slot, r.slot = r.slot, nil
+	d.slotKeys = r.slotKeys
 	if !p.dialogs.add(d) {
 		// A second fork's 2xx: the call holds its slot already.
 		if d.slot != nil {
@@ -192,6 +230,7 @@ func (r *request) established(out *sip.Request, res *sip.Response, h *hop, answe
 		d.credit = r.credit
 		d.credit.answered(p, d)
 	}
+	p.storeDialog(d)
 }
 
 // calleeLeg is how the proxy reaches the callee of a call it relayed to h:
@@ -222,6 +261,10 @@ func (p *Proxy) calleeLeg(out *sip.Request, res *sip.Response, h *hop) leg {
 		next = &l.target
 	}
 	l.dest = uriDest(next, h.transport)
+	if h.out.reusesFlows() {
+		// Over TLS only the connection the INVITE went on reaches it.
+		l.dest = h.dest
+	}
 	return l
 }
 
@@ -253,7 +296,9 @@ func (p *Proxy) callerLeg(r *request, res *sip.Response) leg {
 	if c := r.req.Contact(); c != nil {
 		l.target = c.Address
 	}
-	if first != nil {
+	// Over TLS the connection the INVITE came on (r.up) is the way back,
+	// whoever record-routed below us (tls.go).
+	if first != nil && !r.in.reusesFlows() {
 		l.dest = uriDest(first, l.transport)
 	}
 	if to := res.To(); to != nil {
@@ -316,15 +361,21 @@ func (p *Proxy) inDialog(req *sip.Request, ev *schema.Transaction) {
 	if req.Method == sip.BYE {
 		if p.dialogs.remove(d) {
 			d.stop()
+			p.dialogEnded(d)
 		}
 		return
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	seq := &d.calleeSeq
 	if fromCaller {
-		d.callerSeq = max(d.callerSeq, ev.CSeq)
-	} else {
-		d.calleeSeq = max(d.calleeSeq, ev.CSeq)
+		seq = &d.callerSeq
+	}
+	if ev.CSeq > *seq {
+		// A restarted proxy's BYE must go above it, or the party
+		// refuses it (RFC 3261 12.2.2).
+		*seq = ev.CSeq
+		p.storeDialog(d)
 	}
 }
 
@@ -353,9 +404,12 @@ func (p *Proxy) hangUp(d *dialog, reason string) {
 	}
 	d.stop()
 	if !p.enter() {
-		return // shutting down: the transports are going
+		// Shutting down: the transports are going. The call stays
+		// stored, for the next start to end it.
+		return
 	}
 	defer p.leave()
+	p.dialogEnded(d)
 	p.dialogs.hangups.WithLabelValues(reason).Inc()
 	p.log.Info("ending call", "call_id", d.callID, "account", d.account, "reason", reason,
 		"talk_time", time.Since(d.answered).Round(time.Millisecond))
@@ -416,12 +470,105 @@ func (p *Proxy) awaitFinal(tx sip.ClientTransaction, defCode int, defReason stri
 }
 
 // forgetDialogs stops the timers of every tracked call when the proxy
-// stops: the calls go on end to end, and a restarted proxy no longer
+// stops: the calls go on end to end. Their records stay in
+// Config.Dialogs, for a restarted proxy to take them back; the writes
+// under way finish first. Without a store a restarted proxy no longer
 // knows them (the correlator's maximum duration still closes their CDRs).
 func (p *Proxy) forgetDialogs() {
 	for _, d := range p.dialogs.all() {
 		if p.dialogs.remove(d) {
 			d.stop()
+		}
+	}
+	p.dialogs.wmu.Lock()
+	p.dialogs.closing = true
+	p.dialogs.wmu.Unlock()
+	p.dialogs.writes.Wait()
+}
+
+// storeDialog notes that d's record changed; a writer stores its latest
+// state soon. It never blocks on the store, so it may run on the SIP path
+// and under d.mu or d.credit's lock.
+func (p *Proxy) storeDialog(d *dialog) {
+	if p.cfg.Dialogs == nil {
+		return
+	}
+	s := &d.stored
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	s.dirty = true
+	p.startWriter(d)
+}
+
+// dialogEnded deletes d's record once the writes before are done.
+func (p *Proxy) dialogEnded(d *dialog) {
+	if p.cfg.Dialogs == nil {
+		return
+	}
+	s := &d.stored
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ended, s.dirty = true, false
+	if s.written {
+		p.startWriter(d)
+	}
+}
+
+// startWriter starts d's writer unless it runs; d.stored.mu is held.
+func (p *Proxy) startWriter(d *dialog) {
+	s := &d.stored
+	if s.running {
+		return
+	}
+	t := p.dialogs
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.closing {
+		return
+	}
+	s.running = true
+	t.writes.Add(1)
+	go func() {
+		defer t.writes.Done()
+		p.writeDialog(d)
+	}()
+}
+
+// writeDialog is d's writer: it stores the latest record while the call
+// changes, and deletes it, last, when the call ends. One writer per call
+// at a time is what keeps a record from being written after its delete.
+func (p *Proxy) writeDialog(d *dialog) {
+	s := &d.stored
+	for {
+		s.mu.Lock()
+		var put bool
+		switch {
+		case s.ended && s.written:
+			s.written = false
+		case !s.ended && s.dirty:
+			s.dirty, s.written, put = false, true, true
+		default:
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		// Not cancelled by the proxy's stop: a write under way finishes,
+		// so that the next start finds the call as it was.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(p.runCtx), dialogStoreTimeout)
+		op, err := "delete", error(nil)
+		if put {
+			op, err = "put", p.cfg.Dialogs.Put(ctx, d.record())
+		} else {
+			err = p.cfg.Dialogs.Delete(ctx, d.callID, d.callerTag)
+		}
+		cancel()
+		if err != nil {
+			p.dialogs.storeErrors.WithLabelValues(op).Inc()
+			p.log.Warn("stored call not updated", "op", op, "call_id", d.callID, "account", d.account, "err", err)
 		}
 	}
 }

@@ -43,41 +43,12 @@ func TestDialogTimeoutEndsCall(t *testing.T) {
 				t.Fatalf("re-INVITE answered %d", res.StatusCode)
 			}
 
-			toCallee := gw.WaitRequest(t, sip.BYE, c.CallID, 1)
-			toCaller := alice.WaitRequest(t, sip.BYE, c.CallID, 1)
-			if tag, _ := toCallee.From().Params.Get("tag"); tag != c.FromTag() {
-				t.Errorf("BYE to the callee: From tag %q, want the caller's %q", tag, c.FromTag())
-			}
-			if tag, _ := toCallee.To().Params.Get("tag"); tag != c.ToTag() {
-				t.Errorf("BYE to the callee: To tag %q, want the callee's %q", tag, c.ToTag())
-			}
-			if seq := toCallee.CSeq().SeqNo; seq <= 7 {
-				t.Errorf("BYE to the callee: CSeq %d, want above the caller's 7", seq)
-			}
-			if tag, _ := toCaller.From().Params.Get("tag"); tag != c.ToTag() {
-				t.Errorf("BYE to the caller: From tag %q, want the callee's %q", tag, c.ToTag())
-			}
-			if tag, _ := toCaller.To().Params.Get("tag"); tag != c.FromTag() {
-				t.Errorf("BYE to the caller: To tag %q, want the caller's %q", tag, c.FromTag())
-			}
+			toCaller := wantProxyByes(t, c, gw, alice, 7)
 			if toCaller.Recipient.User != alice.Contact(tc.caller).Address.User || toCaller.Recipient.Port != alice.Port {
 				t.Errorf("BYE to the caller: Request-URI %s, want the caller's Contact", toCaller.Recipient.String())
 			}
 
-			var byes []schema.Transaction
-			deadline := time.Now().Add(patience)
-			for len(byes) < 2 && time.Now().Before(deadline) {
-				byes = byes[:0]
-				for _, e := range h.ev.all() {
-					if e.tx.CallID == c.CallID && e.tx.Method == "BYE" {
-						byes = append(byes, e.tx)
-					}
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-			if len(byes) != 2 {
-				t.Fatalf("%d BYE events, want 2 (one per side)", len(byes))
-			}
+			byes := byeEvents(t, h, c.CallID)
 			for _, b := range byes {
 				if b.Note != schema.EndNoBye || b.Status != 200 || b.Account != "local" {
 					t.Errorf("BYE event %+v: want note %s, status 200, account local", b, schema.EndNoBye)
@@ -170,4 +141,29 @@ func TestAccountMaxCalls(t *testing.T) {
 	if got := metricValue(t, h, "carrier_sip_limited_total", "scope", "account_calls"); got != 1 {
 		t.Errorf("limited account_calls %v, want 1", got)
 	}
+}
+
+// wantProxyByes waits for the proxy's BYE to each side of call c and
+// checks that each is in that side's dialog: tags swapped for the
+// caller, the callee's CSeq above callerSeq, the caller's last.
+func wantProxyByes(t *testing.T, c *testkit.SIPCall, callee, caller *testkit.SIPPhone, callerSeq uint32) (toCaller *sip.Request) {
+	t.Helper()
+	toCallee := callee.WaitRequest(t, sip.BYE, c.CallID, 1)
+	toCaller = caller.WaitRequest(t, sip.BYE, c.CallID, 1)
+	if tag, _ := toCallee.From().Params.Get("tag"); tag != c.FromTag() {
+		t.Errorf("BYE to the callee: From tag %q, want the caller's %q", tag, c.FromTag())
+	}
+	if tag, _ := toCallee.To().Params.Get("tag"); tag != c.ToTag() {
+		t.Errorf("BYE to the callee: To tag %q, want the callee's %q", tag, c.ToTag())
+	}
+	if seq := toCallee.CSeq().SeqNo; seq <= callerSeq {
+		t.Errorf("BYE to the callee: CSeq %d, want above the caller's %d", seq, callerSeq)
+	}
+	if tag, _ := toCaller.From().Params.Get("tag"); tag != c.ToTag() {
+		t.Errorf("BYE to the caller: From tag %q, want the callee's %q", tag, c.ToTag())
+	}
+	if tag, _ := toCaller.To().Params.Get("tag"); tag != c.FromTag() {
+		t.Errorf("BYE to the caller: To tag %q, want the caller's %q", tag, c.FromTag())
+	}
+	return toCaller
 }

@@ -117,6 +117,9 @@ func run(rules []dialRule, number string) dialOutcome {
 type callRouting struct {
 	account string
 	did     *didEntry
+	// admit decides whether a gateway may take the call now; nil for
+	// requests without limits (anything but an initial INVITE).
+	admit func(*target) bool
 }
 
 func (c *callRouting) accountOf() string {

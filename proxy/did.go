@@ -9,25 +9,30 @@ import (
 	"github.com/carrier-core/carrier/schema"
 )
 
-// didEntry is a trunk-owned DID compiled for the request path: where its
-// calls go.
+// didEntry is a DID compiled for the request path: where its calls go.
 type didEntry struct {
-	number    string
-	trunk     string
-	dest      string // host:port, resolved where possible
-	transport string // UDP or TCP
+	number string
+	// subscriber owns the DID: its calls go to the subscriber's
+	// registered contacts (deliver). Otherwise trunk does, at dest.
+	subscriber string
+	trunk      string
+	dest       string // host:port, resolved where possible
+	transport  string // UDP or TCP
 }
 
-// compileDIDs compiles the trunk-owned DIDs of pv the proxy can deliver
-// (it has a listener for their transport). Subscriber-owned DIDs go to
-// registered contacts, which this proxy does not deliver to yet: they
-// are logged and left out.
+// compileDIDs compiles the DIDs of pv the proxy can deliver: those of
+// provisioned subscribers, and those of provisioned trunks it has a
+// listener for.
 func (p *Proxy) compileDIDs(pv *schema.Provisioning, resolve func(hostport string) string) map[string]*didEntry {
 	out := make(map[string]*didEntry, len(pv.DIDs))
 	for _, n := range schema.SortedIDs(pv.DIDs) {
 		d := pv.DIDs[n]
-		if d.OwnerKind != schema.DIDOwnerTrunk {
-			p.log.Warn("DID skipped: only trunk-owned DIDs are delivered", "did", n, "owner_kind", d.OwnerKind, "owner", d.Owner)
+		if d.OwnerKind == schema.DIDOwnerSubscriber {
+			if _, ok := pv.Subscribers[d.Owner]; !ok {
+				p.log.Warn("DID skipped: its subscriber is not provisioned", "did", n, "subscriber", d.Owner)
+				continue
+			}
+			out[n] = &didEntry{number: n, subscriber: d.Owner}
 			continue
 		}
 		if _, ok := pv.Trunks[d.Owner]; !ok {

@@ -101,6 +101,9 @@ type target struct {
 	health *gwHealth
 	// gw is the gateway as provisioned, whose buy rates order lcr routes.
 	gw schema.Gateway
+	// supplier is the gateway's supplier as provisioned, for the limits
+	// it shares with its other gateways (zero: none).
+	supplier schema.Supplier
 }
 
 // routeEntry is a route compiled for the request path.
@@ -241,15 +244,14 @@ func weightedOrder(dst []*target, ts []*target, weights []int) []*target {
 	return dst
 }
 
-// take is the next gateway to try, nil when the hunt is over.
-func (h *hunt) take() *target {
+// take is the next gateway to try, nil when the hunt is over. admit, when
+// not nil, decides whether a gateway may take the call now (its limits:
+// admitGateway); one it refuses is skipped and does not count as tried.
+func (h *hunt) take(admit func(*target) bool) *target {
 	for h.tried < h.maxTry && h.next < len(h.order) {
 		t := h.order[h.next]
 		h.next++
-		// A gateway at its calls per second is skipped, not tried. The
-		// first is taken as it is: routing an INVITE checks it
-		// (withinLimits), any other request has no limit.
-		if h.tried > 0 && t.health != nil && !t.health.cps.take(time.Now().UnixNano()) {
+		if admit != nil && !admit(t) {
 			continue
 		}
 		h.tried++
@@ -275,6 +277,7 @@ func (p *Proxy) attempted(t *target, code int, timedOut bool, now time.Time) {
 		return
 	}
 	p.m.gatewayAttempts.WithLabelValues(t.id, codeLabel(code)).Inc()
+	p.m.answers.attempt(t.id, code)
 	if t.health == nil || !holdsDown(code, timedOut) || p.cfg.Health.HoldDown <= 0 {
 		return
 	}

@@ -516,7 +516,7 @@ func BenchmarkRoutePlan(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r := rt.lookup("+15551234567")
-		if r == nil || r.plan(now).take() == nil {
+		if r == nil || r.plan(now).take(nil) == nil {
 			b.Fatal("no route")
 		}
 	}

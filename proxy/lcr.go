@@ -16,18 +16,38 @@ type BuyRates interface {
 }
 
 // BookBuyRates prices gateways from the rating Book as the rater prices
-// the supplier's side of a call: on the plan "buy-<supplier>" when it
-// exists, else "buy-<gateway id>" (rating.BuyPlan).
-func BookBuyRates(b *rating.Book) BuyRates { return bookRates{b} }
+// the supplier's side of a call: on the buy plan of the gateway's
+// supplier as provisioned in p (schema.Supplier.BuyPlanName, read from
+// p's snapshot of the moment, so a changed plan takes effect with the
+// next call; "buy-<supplier>" when p is nil or does not have it), else
+// on "buy-<gateway id>" (rating.BuyPlan).
+func BookBuyRates(b *rating.Book, p Provisioning) BuyRates { return bookRates{b: b, p: p} }
 
-type bookRates struct{ b *rating.Book }
+type bookRates struct {
+	b *rating.Book
+	p Provisioning // nil: suppliers' plans are "buy-<supplier>"
+}
 
 func (r bookRates) BuyRate(g schema.Gateway, number string, at time.Time) (schema.Money, bool) {
-	for _, id := range [2]string{g.Supplier, g.ID} {
-		if id == "" {
+	var snap *schema.Provisioning
+	if r.p != nil {
+		snap = r.p.Snapshot()
+	}
+	plans := [2]string{snap.SupplierBuyPlan(g.Supplier)}
+	if g.ID != "" {
+		plans[1] = rating.BuyPlan(g.ID)
+	}
+	return r.planRate(plans, number, at)
+}
+
+// planRate is the rate for number at at on the first of plans that
+// exists ("" is none).
+func (r bookRates) planRate(plans [2]string, number string, at time.Time) (schema.Money, bool) {
+	for _, plan := range plans {
+		if plan == "" {
 			continue
 		}
-		d, _, ok := r.b.DeckAt(rating.BuyPlan(id), at)
+		d, _, ok := r.b.DeckAt(plan, at)
 		if !ok {
 			continue
 		}

@@ -75,7 +75,7 @@ func TestLCR(t *testing.T) {
 	}
 	h := startProxy(t, gws[0].Addr, "udp", func(c *Config) {
 		c.Provisioning = FixedProvisioning(pv)
-		c.BuyRates = BookBuyRates(book)
+		c.BuyRates = BookBuyRates(book, nil)
 		c.Health.HoldDown = -1
 	})
 	alice := testkit.NewSIPPhone(t, "alice")
@@ -116,7 +116,7 @@ func TestLCROrder(t *testing.T) {
 	for _, id := range []string{"d", "a", "b", "c", "e"} {
 		ts = append(ts, &target{gatewayHop: gatewayHop{id: id}, gw: schema.Gateway{ID: id}})
 	}
-	rates := BookBuyRates(book)
+	rates := BookBuyRates(book, nil)
 	order := func(number string) string {
 		var ids []string
 		for _, x := range lcrOrder(nil, ts, number, time.Now(), rates) {
@@ -238,7 +238,7 @@ func BenchmarkLCRPlan(b *testing.B) {
 		}
 		decks["buy-"+id] = strings.Join(rates, " ")
 	}
-	rates := BookBuyRates(buyBook(b, decks))
+	rates := BookBuyRates(buyBook(b, decks), nil)
 	book := &healthBook{m: map[string]*gwHealth{}, up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "up"}, []string{"gateway"})}
 	r := &routeEntry{id: "r", lcr: true}
 	for _, id := range []string{"a", "b", "c"} {
@@ -247,7 +247,7 @@ func BenchmarkLCRPlan(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		if r.planFor("+15551234567", now, rates).take() == nil {
+		if r.planFor("+15551234567", now, rates).take(nil) == nil {
 			b.Fatal("no gateway")
 		}
 	}

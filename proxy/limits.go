@@ -26,8 +26,10 @@ const (
 	noteAccountCPS = "account_cps"
 	// noteAccountCalls: the account has MaxCalls calls in progress.
 	noteAccountCalls = "account_calls"
-	// noteGatewayCPS: every gateway the call could go to was at its cps.
-	noteGatewayCPS = "gateway_cps"
+	// noteGatewaysBusy: every gateway the call could go to was at its
+	// calls per second or its calls in progress (the event's Skipped say
+	// which).
+	noteGatewaysBusy = "gateways_busy"
 )
 
 func (l Limits) withDefaults() (Limits, error) {
@@ -119,14 +121,15 @@ type limiter struct {
 	// table is the admission table the limits were last set from.
 	table atomic.Pointer[admission]
 
-	mu       sync.Mutex
-	accounts map[string]*cpsBucket // accounts with a cps limit
+	mu        sync.Mutex
+	accounts  map[string]*cpsBucket // accounts with a cps limit
+	suppliers map[string]*cpsBucket // suppliers with a cps limit
 
 	calls callCounter
 }
 
 func newLimiter() *limiter {
-	return &limiter{accounts: map[string]*cpsBucket{}, calls: callCounter{n: map[string]int{}}}
+	return &limiter{accounts: map[string]*cpsBucket{}, suppliers: map[string]*cpsBucket{}, calls: callCounter{n: map[string]int{}}}
 }
 
 // refresh sets the limits from the provisioning whenever the admission
@@ -148,25 +151,19 @@ func (p *Proxy) refreshLimits() *limiter {
 	if p.cfg.Provisioning != nil {
 		pv = p.cfg.Provisioning.Snapshot()
 	}
-	var accounts map[string]schema.Account
+	accountCPS, supplierCPS := map[string]int{}, map[string]int{}
 	var gateways map[string]schema.Gateway
 	if pv != nil {
-		accounts, gateways = pv.Accounts, pv.Gateways
-	}
-	for id, b := range l.accounts {
-		if accounts[id].CPS == 0 {
-			delete(l.accounts, id)
-		} else {
-			b.setRate(accounts[id].CPS)
+		gateways = pv.Gateways
+		for id, acc := range pv.Accounts {
+			accountCPS[id] = acc.CPS
+		}
+		for id, s := range pv.Suppliers {
+			supplierCPS[id] = s.CPS
 		}
 	}
-	for id, acc := range accounts {
-		if _, ok := l.accounts[id]; !ok && acc.CPS > 0 {
-			b := &cpsBucket{}
-			b.setRate(acc.CPS)
-			l.accounts[id] = b
-		}
-	}
+	syncBuckets(l.accounts, accountCPS)
+	syncBuckets(l.suppliers, supplierCPS)
 	for _, t := range a.targets {
 		if t.health != nil {
 			t.health.cps.setRate(gateways[t.id].CPS)
@@ -176,6 +173,26 @@ func (p *Proxy) refreshLimits() *limiter {
 	return l
 }
 
+// syncBuckets makes buckets hold one bucket for each id with a rate
+// above 0, at that rate; a bucket whose rate is unchanged keeps its
+// tokens.
+func syncBuckets(buckets map[string]*cpsBucket, rates map[string]int) {
+	for id, b := range buckets {
+		if rates[id] == 0 {
+			delete(buckets, id)
+		} else {
+			b.setRate(rates[id])
+		}
+	}
+	for id, rate := range rates {
+		if _, ok := buckets[id]; !ok && rate > 0 {
+			b := &cpsBucket{}
+			b.setRate(rate)
+			buckets[id] = b
+		}
+	}
+}
+
 // accountBucket is the bucket of an account, nil when it has no limit.
 func (l *limiter) accountBucket(id string) *cpsBucket {
 	l.mu.Lock()
@@ -183,60 +200,112 @@ func (l *limiter) accountBucket(id string) *cpsBucket {
 	return l.accounts[id]
 }
 
-// withinLimits decides whether an initial INVITE headed for hop h may
-// go: its account must be under its calls per second, and h's gateway
-// under its own, else the call moves on to the route's next gateway
-// that is. It answers refusals itself; false means the request is done.
-func (r *request) withinLimits(h *hop) bool {
+// supplierBucket is the bucket of a supplier, nil when it has no limit.
+func (l *limiter) supplierBucket(id string) *cpsBucket {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.suppliers[id]
+}
+
+// withinLimits decides whether an initial INVITE may go as its account's
+// call: the account must be under its calls per second and its calls in
+// progress. It answers refusals itself; false means the request is done.
+// (The gateways' limits are the hunt's: admitGateway.)
+func (r *request) withinLimits() bool {
 	p := r.p
 	l := p.refreshLimits()
-	now := time.Now().UnixNano()
-	if b := l.accountBucket(r.ev.Account); b != nil && !b.take(now) {
+	if b := l.accountBucket(r.ev.Account); b != nil && !b.take(time.Now().UnixNano()) {
 		p.m.limited.WithLabelValues("account").Inc()
 		p.log.Debug("call over its account's cps refused", "account", r.ev.Account, "call_id", r.ev.CallID)
-		code, reason := 503, "Service Unavailable"
-		if p.cfg.Limits.AccountReply == 486 {
-			code, reason = 486, "Busy Here"
-		}
-		r.respond(code, reason, noteAccountCPS)
-		r.finish()
+		r.refuseForAccount(noteAccountCPS)
 		return false
 	}
 	if max := p.account(r.ev.Account).MaxCalls; max > 0 {
-		release, ok := l.calls.acquire([]string{"account:" + r.ev.Account}, []int{max})
+		key := "account:" + r.ev.Account
+		release, ok := l.calls.acquire([]string{key}, []int{max})
 		if !ok {
 			p.m.limited.WithLabelValues("account_calls").Inc()
 			p.log.Debug("call over its account's concurrent calls refused", "account", r.ev.Account, "call_id", r.ev.CallID, "max_calls", max)
-			code, reason := 503, "Service Unavailable"
-			if p.cfg.Limits.AccountReply == 486 {
-				code, reason = 486, "Busy Here"
-			}
-			r.respond(code, reason, noteAccountCalls)
-			r.finish()
+			r.refuseForAccount(noteAccountCalls)
 			return false
 		}
 		// Handed to the dialog when the call is answered (dialog.go),
-		// given back by onRequest otherwise.
+		// given back by publish otherwise.
+		r.holdSlot(release, key)
+	}
+	return true
+}
+
+// refuseForAccount answers a call its account's limit holds back: 503,
+// or 486 for customers whose equipment would retry a 503 elsewhere.
+func (r *request) refuseForAccount(note string) {
+	code, reason := 503, "Service Unavailable"
+	if r.p.cfg.Limits.AccountReply == 486 {
+		code, reason = 486, "Busy Here"
+	}
+	r.respond(code, reason, note)
+	r.finish()
+}
+
+// holdSlot adds a place under a concurrent-calls limit to those the call
+// holds: given back when it ends unanswered, handed to its dialog when it
+// is answered.
+func (r *request) holdSlot(release func(), keys ...string) {
+	if prev := r.slot; prev != nil {
+		r.slot = func() { prev(); release() }
+	} else {
 		r.slot = release
 	}
-	t := h.target
-	if t == nil || t.health == nil || t.health.cps.take(now) {
-		return true
+	r.slotKeys = append(r.slotKeys, keys...)
+}
+
+// admitGateway decides whether an initial INVITE may be sent to gateway
+// t now: t must be under its calls per second and its calls in progress.
+// A gateway that is not is skipped, and the event says why. The place t
+// gives the call is the attempt's (branch.slot): given back when the
+// attempt fails, held by the dialog when it answers.
+func (r *request) admitGateway(t *target) bool {
+	p := r.p
+	l := p.refreshLimits()
+	skip := func(reason string) bool {
+		p.m.limited.WithLabelValues("gateway").Inc()
+		p.log.Debug("gateway at its limit skipped", "gateway", t.id, "reason", reason, "call_id", r.ev.CallID)
+		r.ev.Skipped = append(r.ev.Skipped, schema.SkippedGateway{Gateway: t.id, Supplier: t.gw.Supplier, Reason: reason})
+		return false
 	}
-	// The route's first gateway is at its limit: the hunt goes on with
-	// the next that is not (take skips those at theirs).
-	p.m.limited.WithLabelValues("gateway").Inc()
-	p.log.Debug("gateway at its cps skipped", "gateway", t.id, "call_id", r.ev.CallID)
-	if h.hunt != nil {
-		for next := h.hunt.take(); next != nil; next = h.hunt.take() {
-			if err := h.toGateway(p, next); err == nil {
-				return true
+	// Places first, then tokens: a token spent on a call that is then
+	// refused for its calls in progress would be lost.
+	var keys []string
+	var max []int
+	if t.gw.MaxCalls > 0 {
+		keys, max = append(keys, "gw:"+t.id), append(max, t.gw.MaxCalls)
+	}
+	if s := t.supplier; s.MaxCalls > 0 {
+		keys, max = append(keys, "supplier:"+s.ID), append(max, s.MaxCalls)
+	}
+	release := func() {}
+	if len(keys) > 0 {
+		var ok bool
+		if release, ok = l.calls.acquire(keys, max); !ok {
+			if t.gw.MaxCalls > 0 && l.calls.inProgress(keys[0]) >= t.gw.MaxCalls {
+				return skip(schema.SkipCalls)
 			}
+			return skip(schema.SkipSupplierCalls)
 		}
 	}
-	r.respond(503, "Service Unavailable", noteGatewayCPS)
-	r.finish()
-	return false
+	now := time.Now().UnixNano()
+	if t.health != nil && !t.health.cps.take(now) {
+		release()
+		return skip(schema.SkipCPS)
+	}
+	if b := l.supplierBucket(t.gw.Supplier); b != nil && !b.take(now) {
+		release()
+		return skip(schema.SkipSupplierCPS)
+	}
+	if len(keys) > 0 {
+		r.gatewaySlot, r.gatewayKeys = release, keys
+	}
+	return true
 }
 
 // callCounter counts the calls in progress per key (an account, or a

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -106,6 +107,9 @@ func TestGatewayCPS(t *testing.T) {
 		switch got := attemptsOf(ev); {
 		case len(got) == 1 && got[0] == "g2:200":
 			skipped++
+			if len(ev.Skipped) != 1 || ev.Skipped[0] != (schema.SkippedGateway{Gateway: "g1", Reason: schema.SkipCPS}) {
+				t.Errorf("call %s skipped %+v, want g1 for its cps", c.CallID, ev.Skipped)
+			}
 			if len(g1.Received(c.CallID)) != 0 {
 				t.Errorf("call %s skipped g1 but reached it", c.CallID)
 			}
@@ -131,7 +135,7 @@ func TestGatewayCPS(t *testing.T) {
 		case 503:
 			refused++
 			ev := h.ev.wait(t, "INVITE", of(c.CallID, sip.INVITE)).tx
-			if ev.Note != noteGatewayCPS || len(ev.Attempts) != 0 {
+			if ev.Note != noteGatewaysBusy || len(ev.Attempts) != 0 || len(ev.Skipped) != 1 || ev.Skipped[0].Reason != schema.SkipCPS {
 				t.Errorf("503 event %+v", ev)
 			}
 		default:
@@ -227,5 +231,53 @@ func TestLimitsValidation(t *testing.T) {
 		if _, err := New(cfg, newCollector()); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("%s: New = %v, want ErrInvalidConfig", name, err)
 		}
+	}
+}
+
+// TestSupplierMaxCalls: a supplier's calls in progress count across all
+// its gateways; at its limit the hunt passes over every one of them.
+func TestSupplierMaxCalls(t *testing.T) {
+	t.Parallel()
+	g1, g2, g3 := testkit.NewSIPPhone(t, "gw1"), testkit.NewSIPPhone(t, "gw2"), testkit.NewSIPPhone(t, "gw3")
+	for _, g := range []*testkit.SIPPhone{g1, g2, g3} {
+		g.SetUAS(g.Answer(false))
+	}
+	pv := localProvisioning()
+	pv.Suppliers["big"] = schema.Supplier{ID: "big", Currency: "USD", MaxCalls: 1}
+	pv.Suppliers["small"] = schema.Supplier{ID: "small", Currency: "USD"}
+	pv.Gateways["g1"] = schema.Gateway{ID: "g1", Address: g1.Addr, Supplier: "big"}
+	pv.Gateways["g2"] = schema.Gateway{ID: "g2", Address: g2.Addr, Supplier: "big"}
+	pv.Gateways["g3"] = schema.Gateway{ID: "g3", Address: g3.Addr, Supplier: "small"}
+	pv.Routes["all"] = schema.Route{ID: "all", Prefix: "1555", Gateways: []string{"g1", "g2", "g3"}}
+	if err := pv.Check(); err != nil {
+		t.Fatal(err)
+	}
+	h := startProxy(t, g1.Addr, "udp", func(c *Config) { c.Provisioning = FixedProvisioning(pv) })
+	alice := testkit.NewSIPPhone(t, "alice")
+	to := func(req *sip.Request) { req.Recipient.User = "15550001" }
+
+	first := alice.Invite(t, h.addr, "UDP", to)
+	if res := first.WaitFinal(); res.StatusCode != 200 {
+		t.Fatalf("first call: %d", res.StatusCode)
+	}
+	first.Ack()
+	second := alice.Invite(t, h.addr, "UDP", to)
+	if res := second.WaitFinal(); res.StatusCode != 200 {
+		t.Fatalf("second call: %d", res.StatusCode)
+	}
+	second.Ack()
+	ev := h.ev.wait(t, "second INVITE", of(second.CallID, sip.INVITE)).tx
+	want := []schema.SkippedGateway{
+		{Gateway: "g1", Supplier: "big", Reason: schema.SkipSupplierCalls},
+		{Gateway: "g2", Supplier: "big", Reason: schema.SkipSupplierCalls},
+	}
+	if got := attemptsOf(ev); !slices.Equal(got, []string{"g3:200"}) || !slices.Equal(ev.Skipped, want) {
+		t.Fatalf("second call: attempts %v skipped %+v; want g3 after %+v", got, ev.Skipped, want)
+	}
+	first.Bye()
+	second.Bye()
+	waitMetric(t, h, "carrier_sip_active_calls", 0)
+	if n := h.p.cfg.guards.limits.calls.inProgress("supplier:big"); n != 0 {
+		t.Fatalf("supplier big has %d calls in progress after both ended", n)
 	}
 }

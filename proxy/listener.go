@@ -28,6 +28,9 @@ type listener struct {
 	// bindHost is the bound IP, matched as ours in Route headers too.
 	bindHost string
 	rr       sip.Header
+	// flowKey signs the flow tokens of a tls listener (tls.go); nil on
+	// the others.
+	flowKey []byte
 
 	udp *udpConn
 	tcp *tcpListener
@@ -57,8 +60,12 @@ func (p *Proxy) bind(lc Listener) (*listener, error) {
 		}
 		if lc.Transport == "tls" {
 			ln = &tlsListener{Listener: ln, cfg: p.cfg.guards.tls, timeout: p.cfg.TLS.HandshakeTimeout, p: p}
+			if l.flowKey, err = newFlowKey(); err != nil {
+				_ = ln.Close()
+				return nil, err
+			}
 		}
-		l.tcp = &tcpListener{Listener: ln, l: l, conns: make(map[*tcpConn]struct{})}
+		l.tcp = &tcpListener{Listener: ln, l: l, conns: make(map[*tcpConn]struct{}), byRemote: make(map[string]*tcpConn)}
 		bound = ln.Addr()
 	}
 	l.local = bound.String()
@@ -199,13 +206,17 @@ func isKeepalive(b []byte) bool {
 }
 
 // tcpListener wraps accepted connections so that every message is screened
-// before sipgo parses it, and closes them all on shutdown.
+// before sipgo parses it, and closes them all on shutdown. It knows them by
+// remote address too, the key sipgo's connection pool sends on, so that a
+// request to a peer that cannot take connections (a phone behind NAT) goes
+// only where one is open.
 type tcpListener struct {
 	net.Listener
-	l      *listener
-	mu     sync.Mutex
-	conns  map[*tcpConn]struct{}
-	closed bool
+	l        *listener
+	mu       sync.Mutex
+	conns    map[*tcpConn]struct{}
+	byRemote map[string]*tcpConn
+	closed   bool
 }
 
 func (t *tcpListener) Accept() (net.Conn, error) {
@@ -218,7 +229,7 @@ func (t *tcpListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &tcpConn{Conn: c, l: t.l, local: c.LocalAddr().String(), owner: t}
+	tc := &tcpConn{Conn: c, l: t.l, local: c.LocalAddr().String(), remote: c.RemoteAddr().String(), owner: t}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -226,8 +237,17 @@ func (t *tcpListener) Accept() (net.Conn, error) {
 		return nil, net.ErrClosed
 	}
 	t.conns[tc] = struct{}{}
+	t.byRemote[tc.remote] = tc
 	t.mu.Unlock()
 	return tc, nil
+}
+
+// open reports whether a connection from raddr (ip:port, as
+// net.Addr.String spells it) is open on this listener.
+func (t *tcpListener) open(raddr string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byRemote[raddr] != nil
 }
 
 func (t *tcpListener) close() {
@@ -235,7 +255,7 @@ func (t *tcpListener) close() {
 	t.mu.Lock()
 	t.closed = true
 	conns := t.conns
-	t.conns = nil
+	t.conns, t.byRemote = nil, nil
 	t.mu.Unlock()
 	for c := range conns {
 		_ = c.Conn.Close()
@@ -245,6 +265,9 @@ func (t *tcpListener) close() {
 func (t *tcpListener) forget(c *tcpConn) {
 	t.mu.Lock()
 	delete(t.conns, c)
+	if t.byRemote[c.remote] == c {
+		delete(t.byRemote, c.remote)
+	}
 	t.mu.Unlock()
 }
 
@@ -259,10 +282,11 @@ var (
 // boundary left to resynchronise on.
 type tcpConn struct {
 	net.Conn
-	l     *listener
-	local string
-	owner *tcpListener
-	once  sync.Once
+	l      *listener
+	local  string
+	remote string
+	owner  *tcpListener
+	once   sync.Once
 
 	in    []byte // received, not yet framed
 	out   []byte // screened, not yet read by sipgo

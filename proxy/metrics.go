@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,8 @@ type metrics struct {
 	// gatewayAttempts counts attempts by gateway id and final code.
 	gatewayAttempts *prometheus.CounterVec
 	gatewayUp       *prometheus.GaugeVec
+	// answers keeps each gateway's answer ratio over its last attempts.
+	answers *answerRatios
 	// Flood protection and limits (flood.go, limits.go).
 	floodBans    prometheus.Counter
 	floodBanned  prometheus.Gauge
@@ -78,6 +81,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "carrier_sip_gateway_up",
 		Help: "1 while a provisioned gateway is up, 0 while it is held down after a 503 or a timeout or fails its OPTIONS probes.",
 	}, []string{"gateway"})
+	m.answers = newAnswerRatios()
 	m.floodBans = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "carrier_sip_flood_bans_total",
 		Help: "Source addresses banned for sending more requests within the flood window than the threshold.",
@@ -97,7 +101,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.transactions, m.inflight, m.malformed, m.stray, m.strayForwarded, m.eventErrors, refused, m.revision, m.gatewayAttempts, m.gatewayUp, m.floodBans, m.floodBanned, m.floodDropped, m.limited} {
+	for _, c := range []prometheus.Collector{m.transactions, m.inflight, m.malformed, m.stray, m.strayForwarded, m.eventErrors, refused, m.revision, m.gatewayAttempts, m.gatewayUp, m.answers.ratio, m.floodBans, m.floodBanned, m.floodDropped, m.limited} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -135,4 +139,80 @@ func codeLabel(code int) string {
 		return "other"
 	}
 	return codeLabels[code]
+}
+
+// answerWindow is how many of a gateway's last INVITE attempts its answer
+// ratio (carrier_sip_gateway_answer_ratio) is taken over: enough that one
+// failed call moves it by a point, few enough that a gateway going bad
+// shows within minutes at a few calls per second.
+const answerWindow = 100
+
+// answerRatios keeps the outcome of each gateway's last answerWindow
+// attempts and exports the share that were answered (2xx). A gateway has
+// no series until its first attempt: a ratio of 0 for a gateway that
+// carried nothing would read as one that fails every call, and an absent
+// series is what alert rules already treat as "no data".
+type answerRatios struct {
+	ratio *prometheus.GaugeVec
+	mu    sync.Mutex
+	gws   map[string]*answerRing
+}
+
+// answerRing holds a gateway's last attempts, answered or not.
+type answerRing struct {
+	answered [answerWindow]bool
+	n        int // attempts held, at most answerWindow
+	next     int // slot of the next attempt
+	hits     int // answered among those held
+	gauge    prometheus.Gauge
+}
+
+func newAnswerRatios() *answerRatios {
+	return &answerRatios{
+		ratio: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "carrier_sip_gateway_answer_ratio",
+			Help: "Share of the last 100 INVITE attempts at a gateway that it answered with 2xx (no series before its first attempt).",
+		}, []string{"gateway"}),
+		gws: map[string]*answerRing{},
+	}
+}
+
+// attempt books the final code of one attempt at gateway (408 when it
+// did not answer in time).
+func (a *answerRatios) attempt(gateway string, code int) {
+	ok := code >= 200 && code < 300
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.gws[gateway]
+	if r == nil {
+		r = &answerRing{gauge: a.ratio.WithLabelValues(gateway)}
+		a.gws[gateway] = r
+	}
+	if r.n == answerWindow {
+		if r.answered[r.next] {
+			r.hits--
+		}
+	} else {
+		r.n++
+	}
+	r.answered[r.next] = ok
+	if ok {
+		r.hits++
+	}
+	r.next = (r.next + 1) % answerWindow
+	r.gauge.Set(float64(r.hits) / float64(r.n))
+}
+
+// prune forgets the gateways not in keep, and their series, so that a
+// gateway removed from provisioning does not report its last ratio
+// forever. Call it where provisioning is compiled, beside healthBook.prune.
+func (a *answerRatios) prune(keep map[string]bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id := range a.gws {
+		if !keep[id] {
+			delete(a.gws, id)
+			a.ratio.DeleteLabelValues(id)
+		}
+	}
 }

@@ -131,6 +131,28 @@ func New(cfg Config, events EventPublisher) (*Proxy, error) {
 // when Run fails to bind.
 func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 
+// ErrNotReady: the proxy cannot take calls now; CheckReady says why.
+var ErrNotReady = errors.New("proxy not ready")
+
+// CheckReady reports whether the proxy takes calls: it serves its
+// listeners, is not stopping, and has a provisioning snapshot to admit and
+// route by (without one it refuses every call). The error wraps
+// ErrNotReady. It is cheap enough for a readiness probe.
+func (p *Proxy) CheckReady() error {
+	select {
+	case <-p.ready:
+	default:
+		return fmt.Errorf("%w: not serving yet", ErrNotReady)
+	}
+	if p.stopping() {
+		return fmt.Errorf("%w: stopping", ErrNotReady)
+	}
+	if p.cfg.Provisioning == nil || p.cfg.Provisioning.Snapshot() == nil {
+		return fmt.Errorf("%w: no provisioning loaded", ErrNotReady)
+	}
+	return nil
+}
+
 // Addrs are the bound listener addresses as "transport:host:port", valid
 // once Ready is closed; useful when a listener asked for port 0.
 func (p *Proxy) Addrs() []string {
@@ -204,6 +226,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	// Calls up across a restart, once the listeners serve: ending one
+	// needs them.
+	p.restoreDialogs(runCtx)
 	close(p.ready)
 	p.log.Info("proxy serving", "node", p.cfg.Node, "listeners", strings.Join(p.Addrs(), " "),
 		"default_gateway", p.gwDest, "default_gateway_transport", strings.ToLower(p.gwTransport))

@@ -327,33 +327,48 @@ func sameContact(a, b string) bool {
 	return ua.Scheme == ub.Scheme && ua.User == ub.User && strings.EqualFold(ua.Host, ub.Host) && cmp.Or(ua.Port, 5060) == cmp.Or(ub.Port, 5060)
 }
 
-// deliver sends an initial request for a subscriber of ours to the
-// subscriber's contact and returns true; false when the Request-URI is
-// not a subscriber of ours, for the routes to handle. A subscriber
+// deliver sends an initial request for a subscriber of ours, or for a
+// DID a subscriber owns, to the subscriber's contacts and returns true;
+// false when it is for neither, for the routes to handle. A subscriber
 // without a live binding gets 480.
 //
-// With several bindings the call goes to the one with the highest q,
-// then the most recently registered: the proxy does not fork (yet).
+// With several bindings an INVITE forks (RFC 3261 16.6): it goes to
+// every contact at once, the first to answer takes the call and the
+// others are cancelled; the caller sees every contact's ringing. Other
+// requests go to the best contact (highest q, then the most recently
+// registered). A call to a DID keeps the DID as the Request-URI user.
 func (r *request) deliver() bool {
 	p := r.p
-	cfg := &p.cfg.Subscribers
-	if cfg.Registrations == nil || r.req.Method == sip.REGISTER {
+	if r.req.Method == sip.REGISTER {
 		return false
 	}
 	t := &p.table.Load().subs
-	if !t.enabled() {
-		return false
+	var sub *subscriberRef
+	did := r.call.did
+	if did != nil && did.subscriber != "" {
+		sub = t.byID[did.subscriber]
+	} else if did == nil && t.enabled() {
+		if domain, ok := p.domainOf(t, &r.req.Recipient); ok {
+			sub = t.lookup(r.req.Recipient.User, domain)
+		}
 	}
-	domain, ok := p.domainOf(t, &r.req.Recipient)
-	if !ok {
-		return false
-	}
-	sub := t.lookup(r.req.Recipient.User, domain)
 	if sub == nil {
+		if did != nil && did.subscriber != "" {
+			// Provisioned, but not in this snapshot's subscribers.
+			r.respond(480, "Temporarily Unavailable", noteNotReachable)
+			r.finish()
+			return true
+		}
 		return false
+	}
+	reg := p.cfg.Subscribers.Registrations
+	if reg == nil {
+		r.respond(480, "Temporarily Unavailable", noteNotReachable)
+		r.finish()
+		return true
 	}
 	ctx, cancel := context.WithTimeout(p.runCtx, registrarTimeout)
-	reg, err := cfg.Registrations.Lookup(ctx, sub.id)
+	bindings, err := reg.Lookup(ctx, sub.id)
 	cancel()
 	if err != nil {
 		p.log.Warn("registrar: bindings not read", "subscriber", sub.id, "err", err)
@@ -361,20 +376,31 @@ func (r *request) deliver() bool {
 		r.finish()
 		return true
 	}
-	slices.SortStableFunc(reg.Bindings, func(a, b schema.Binding) int {
+	slices.SortStableFunc(bindings.Bindings, func(a, b schema.Binding) int {
 		return cmp.Or(cmp.Compare(b.Q, a.Q), cmp.Compare(b.UpdatedAt, a.UpdatedAt))
 	})
-	for _, b := range reg.Bindings {
+	invite := r.req.IsInvite()
+	var targets []forkTarget
+	for _, b := range bindings.Bindings {
 		h, err := p.contactHop(r.in, b)
 		if err != nil {
 			p.log.Debug("binding skipped", "subscriber", sub.id, "contact", b.Contact, "err", err)
 			continue
 		}
-		r.relay(p.forward(r.req, &h, r.req.IsInvite()), &h)
+		if did != nil {
+			h.uri.User = did.number
+		}
+		targets = append(targets, forkTarget{p.forward(r.req, &h, invite), &h})
+		if !invite {
+			break
+		}
+	}
+	if len(targets) == 0 {
+		r.respond(480, "Temporarily Unavailable", noteNotReachable)
+		r.finish()
 		return true
 	}
-	r.respond(480, "Temporarily Unavailable", noteNotReachable)
-	r.finish()
+	r.relayAll(targets)
 	return true
 }
 
@@ -391,7 +417,7 @@ func (p *Proxy) contactHop(in *listener, b schema.Binding) (hop, error) {
 			transport = strings.ToUpper(tp)
 		}
 	}
-	if transport != "UDP" && transport != "TCP" {
+	if transport != "UDP" && transport != "TCP" && transport != "TLS" {
 		return hop{}, errUnsupportedTransport
 	}
 	h := hop{in: in, uri: u, transport: transport, out: p.listenerFor(transport)}
@@ -404,6 +430,13 @@ func (p *Proxy) contactHop(in *listener, b schema.Binding) (hop, error) {
 	}
 	if p.own(&u) != nil {
 		return hop{}, errLoop
+	}
+	if transport == "TLS" {
+		// Only on the connection the REGISTER came over (tls.go): on
+		// another proxy of the network, or closed, the binding is no use.
+		if h.out = p.flowFrom(h.dest); h.out == nil {
+			return hop{}, fmt.Errorf("binding %s: %w", h.dest, errNoFlow)
+		}
 	}
 	return h, nil
 }

@@ -35,6 +35,14 @@ type request struct {
 	// slot gives back the call's place under its account's concurrent
 	// calls limit; the dialog takes it over when the call is answered.
 	slot func()
+	// slotKeys are the callCounter keys slot holds places under (for a
+	// dialog restored after a restart, which takes them again).
+	slotKeys []string
+	// gatewaySlot is the place under a gateway's concurrent-calls limit
+	// admitGateway took for the attempt about to start (gatewayKeys its
+	// key); the attempt's branch takes it over.
+	gatewaySlot func()
+	gatewayKeys []string
 	// call is whose call an initial INVITE is and whether it goes to a
 	// DID (dialplan.go).
 	call callRouting
@@ -149,14 +157,37 @@ func (p *Proxy) onRequest(req *sip.Request, tx *sip.ServerTx) {
 			p.log.Debug("send 100 Trying", "call_id", r.ev.CallID, "err", err)
 		}
 	}
-	// Calls to a registered subscriber go to its contact.
+	// The account's limits hold for every call it places, wherever it goes
+	// (limits.go).
+	if initial && req.IsInvite() && !r.withinLimits() {
+		return
+	}
+	// Calls to a registered subscriber go to its contacts.
 	if initial && r.deliver() {
 		return
+	}
+	if initial && req.IsInvite() {
+		r.call.admit = r.admitGateway
 	}
 	h, err := p.routeCall(req, in, initial, &r.call)
 	if err != nil {
 		p.log.Debug("no route", "call_id", r.ev.CallID, "method", r.ev.Method, "ruri", r.ev.RequestURI, "err", err)
-		r.respond(404, "Not Found", noteNoRoute)
+		switch {
+		case errors.Is(err, errGatewaysBusy):
+			r.respond(503, "Service Unavailable", noteGatewaysBusy)
+		case errors.Is(err, errFlowFailed):
+			// The connection the dialog's Route names is gone (RFC 5626 5.3).
+			r.respond(430, "Flow Failed", noteUnreachable)
+		case errors.Is(err, errNoFlow):
+			r.respond(503, "Service Unavailable", noteUnreachable)
+		default:
+			r.respond(404, "Not Found", noteNoRoute)
+		}
+		if req.Method == sip.BYE && (errors.Is(err, errFlowFailed) || errors.Is(err, errNoFlow)) {
+			// A BYE that followed our Route set to a party whose
+			// connection is gone: the call is over all the same.
+			p.inDialog(req, &r.ev)
+		}
 		r.finish()
 		return
 	}
@@ -164,10 +195,6 @@ func (p *Proxy) onRequest(req *sip.Request, tx *sip.ServerTx) {
 		p.m.refusedDialog.Inc()
 		r.respond(403, "Forbidden", noteNotRecordRouted)
 		r.finish()
-		return
-	}
-	// Calls-per-second limits of the account and the gateway (limits.go).
-	if initial && req.IsInvite() && !r.withinLimits(&h) {
 		return
 	}
 	if !initial {
@@ -247,7 +274,16 @@ func (r *request) publish() {
 		r.slot()
 		r.slot = nil
 	}
+	r.releaseGatewaySlot()
 	r.p.publish(&r.ev, time.Now())
+}
+
+// releaseGatewaySlot gives back a gateway place no attempt took.
+func (r *request) releaseGatewaySlot() {
+	if r.gatewaySlot != nil {
+		r.gatewaySlot()
+		r.gatewaySlot, r.gatewayKeys = nil, nil
+	}
 }
 
 // finish publishes the event of a request the proxy answered itself and,
@@ -301,7 +337,7 @@ func (r *request) ack() {
 	r.publish()
 }
 
-// Phases of the wait for the next hop, each bounded by the timer.
+// Phases of a branch's wait for the next hop, each bounded by its timer.
 const (
 	waitFirst     = iota // no response yet (timer B); non-INVITE: no final yet (timer F)
 	waitFinal            // INVITE with a provisional (timer C)
@@ -315,20 +351,48 @@ type downCancel struct {
 	done    bool
 }
 
-// relay sends the request on a client transaction and carries its
-// responses upstream until the transaction is over, then publishes its
-// event.
+// forkTarget is one place a request is relayed to: the request as it
+// goes there and the hop.
+type forkTarget struct {
+	out *sip.Request
+	h   *hop
+}
+
+// relay sends the request to hop h and carries its responses upstream
+// until the transaction is over, then publishes its event. An INVITE
+// that fails at a route's gateway with 408 or 5xx, or gets no response
+// in time, goes on to the route's next gateway (the hunt).
 func (r *request) relay(out *sip.Request, h *hop) {
+	r.relayAll([]forkTarget{{out, h}})
+}
+
+// completedElsewhere is the Reason of the CANCEL a fork's other branches
+// get when one answers (RFC 3326), so that phones do not log a missed call.
+var completedElsewhere = func() *sip.Request {
+	req := sip.NewRequest(sip.CANCEL, sip.Uri{})
+	req.AppendHeader(sip.NewHeader("Reason", `SIP;cause=200;text="Call completed elsewhere"`))
+	return req
+}()
+
+// lateAnswer is a 2xx the caller never saw: the proxy ACKs it and hangs
+// up (releaseLate).
+type lateAnswer struct {
+	b      *branch
+	res    *sip.Response
+	code   int
+	reason string
+}
+
+// relayAll is the response context of a request (RFC 3261 16.7): it
+// relays the request to every target at once (a fork: the first 2xx
+// wins, the other branches are cancelled), carries provisionals and the
+// chosen final response upstream, and publishes the event when every
+// branch is over. With one target whose hop has a hunt, a failed attempt
+// goes on to the hunt's next gateway instead.
+func (r *request) relayAll(targets []forkTarget) {
 	p := r.p
 	invite := r.req.IsInvite()
-	r.ev.Destination = h.dest
-	a := schema.Attempt{Destination: h.dest, StartAt: schema.Millis(time.Now())}
-	if h.gateway {
-		a.Gateway = h.gatewayID
-		if h.target != nil {
-			a.Supplier = h.target.gw.Supplier
-		}
-	}
+	r.ev.Destination = targets[0].h.dest
 	var cancels chan cancelSignal
 	if invite {
 		r.cancel = &cancelWatch{ch: make(chan cancelSignal, 1)}
@@ -345,276 +409,273 @@ func (r *request) relay(out *sip.Request, h *hop) {
 			return
 		}
 	}
-
-	// hu is the rest of the route's gateways: an INVITE that fails at one
-	// gateway with 408 or 5xx, or gets no response in time, goes on to
-	// the next, as long as the caller has neither a final response nor
-	// cancelled.
 	var hu *hunt
-	if invite {
-		hu = h.hunt
+	if invite && len(targets) == 1 {
+		hu = targets[0].h.hunt
 	}
 	var (
-		attempts   []schema.Attempt // the attempts before a
-		ct         sip.ClientTransaction
-		dialCancel = func() {}
+		branches []*branch
+		live     int
+		events   = make(chan branchEvent, 4*len(targets)+4)
+		lastErr  error
 	)
-	defer func() { dialCancel() }()
-	// start sends out on a new client transaction.
-	start := func() error {
-		dialCancel()
-		ctx := p.runCtx
-		if h.transport == "TCP" {
-			// Bounds the connection set-up; sipgo's own dial timeout is a minute.
-			ctx, dialCancel = context.WithTimeout(ctx, p.cfg.Timers.Response)
+	// begin starts a branch; false when its transaction could not start
+	// (the branch then has its outcome).
+	begin := func(t forkTarget) bool {
+		b := &branch{out: t.out, h: t.h, a: schema.Attempt{Destination: t.h.dest, StartAt: schema.Millis(time.Now())}}
+		if t.h.gateway {
+			b.a.Gateway = t.h.gatewayID
+			if t.h.target != nil {
+				b.a.Supplier = t.h.target.gw.Supplier
+			}
 		}
-		var err error
-		ct, err = p.txl.Request(ctx, out)
-		return err
-	}
-	// book counts the attempt a ended with at a gateway.
-	book := func(timedOut bool) {
-		if invite {
-			p.attempted(h.target, a.Status, timedOut, time.Now())
-		}
-	}
-	startErr := func(err error) {
-		p.sendFailed("relay "+r.ev.Method+" to "+h.dest, r.ev.CallID, err)
-		a.Status, a.Reason, a.FinalAt = 503, "Service Unavailable", schema.Millis(time.Now())
-		book(false)
-	}
-	// nextGateway closes attempt a and starts one at the route's next
-	// gateway; false when none is left or the hunt must stop.
-	nextGateway := func() bool {
-		if hu == nil || r.final || r.cancelled() {
+		b.slot, b.slotKeys, r.gatewaySlot, r.gatewayKeys = r.gatewaySlot, r.gatewayKeys, nil, nil
+		branches = append(branches, b)
+		if err := b.start(p); err != nil {
+			lastErr = err
+			p.sendFailed("relay "+r.ev.Method+" to "+t.h.dest, r.ev.CallID, err)
+			b.a.Status, b.a.Reason, b.a.FinalAt = 503, "Service Unavailable", schema.Millis(time.Now())
+			if invite {
+				p.attempted(t.h.target, 503, false, time.Now())
+			}
+			b.releaseSlot()
+			b.decided, b.code, b.reason, b.note = true, 503, "Service Unavailable", noteUnreachable
+			if errors.Is(err, sip.ErrUDPMTUCongestion) {
+				b.note = noteTooLarge
+			}
 			return false
 		}
-		for {
-			t := hu.take()
+		live++
+		go b.run(r, invite, events)
+		return true
+	}
+	// hunting reports whether a failed attempt may go on to another gateway.
+	hunting := func() bool { return hu != nil && !r.final && !r.cancelled() && !p.stopping() }
+	// nextGateway starts an attempt at the hunt's next gateway that
+	// takes the call; false when none is left.
+	nextGateway := func() bool {
+		for hunting() {
+			t := hu.take(r.admitGateway)
 			if t == nil {
 				return false
 			}
-			attempts = append(attempts, a)
-			next := *h
-			if err := next.toGateway(p, t); err != nil {
+			h := *branches[len(branches)-1].h
+			if err := h.toGateway(p, t); err != nil {
+				r.releaseGatewaySlot()
 				continue // compile keeps only gateways with a listener
 			}
-			h = &next
-			out = p.forward(r.req, h, true)
 			r.ev.Destination = h.dest
-			a = schema.Attempt{Destination: h.dest, Gateway: t.id, Supplier: t.gw.Supplier, StartAt: schema.Millis(time.Now())}
-			if err := start(); err != nil {
-				startErr(err)
-				continue
+			if begin(forkTarget{p.forward(r.req, &h, true), &h}) {
+				return true
 			}
-			return true
 		}
+		return false
 	}
-	if err := start(); err != nil {
-		startErr(err)
-		if !nextGateway() {
-			r.ev.Attempts = append(attempts, a)
-			note := noteUnreachable
-			switch {
-			case errors.Is(err, sip.ErrUDPMTUCongestion):
-				note = noteTooLarge
-			case hu != nil:
-				note = noteNoGatewayLeft
-			}
-			r.respond(503, "Service Unavailable", note)
-			if r.cancelled() {
-				// sipgo had answered a CANCEL with 487 already.
-				r.ev.Status, r.ev.Reason, r.ev.Note = 487, "Request Terminated", ""
-			}
-			r.finish()
-			return
+	for _, t := range targets {
+		begin(t)
+	}
+	if live == 0 && !nextGateway() {
+		// Nothing could be sent anywhere.
+		note := noteUnreachable
+		switch {
+		case errors.Is(lastErr, sip.ErrUDPMTUCongestion):
+			note = noteTooLarge
+		case hu != nil:
+			note = noteNoGatewayLeft
 		}
+		r.ev.Attempts = branchAttempts(branches)
+		r.respond(503, "Service Unavailable", note)
+		if r.cancelled() {
+			// sipgo had answered a CANCEL with 487 already.
+			r.ev.Status, r.ev.Reason, r.ev.Note = 487, "Request Terminated", ""
+		}
+		r.finish()
+		return
 	}
 
 	var (
-		phase       = waitFirst
-		timer       = time.NewTimer(p.cfg.Timers.Response)
-		provisional bool // a provisional came: a CANCEL may be sent (RFC 3261 9.1)
-		downFinal   bool // the attempt is over
-		wantCancel  bool
-		acked       bool
-		late        *sip.Response // a 2xx that came after the caller had its final
-		upCancel    *cancelSignal
-		dc          *downCancel
-		ctDone      = ct.Done()
-		srvDone     = r.tx.Done()
-		stop        = p.stop
-		cancelResps <-chan *sip.Response
-		cancelDone  <-chan struct{}
+		late     []lateAnswer
+		upCancel *cancelSignal
+		dcs      []*downCancel
+		acked    bool
+		srvDone  = r.tx.Done()
 	)
-	defer timer.Stop()
-	// failedOver moves the wait on to the next gateway, or, when none is
-	// left, gives the caller 503.
-	failedOver := func() {
-		if nextGateway() {
-			phase, provisional, downFinal, wantCancel = waitFirst, false, false, false
-			ctDone = ct.Done()
-			timer.Reset(p.cfg.Timers.Response)
+	// settle sends the caller the best final response once no branch is
+	// pending (the hunt, when there is one, is over).
+	settle := func() {
+		if r.final {
 			return
 		}
-		r.respond(503, "Service Unavailable", noteNoGatewayLeft)
-	}
-	// hunting reports whether the failure of the current attempt may go
-	// on to another gateway.
-	hunting := func() bool { return hu != nil && !r.final && !r.cancelled() && !p.stopping() }
-	sendCancel := func(reason *sip.Request) {
-		dc = r.sendCancel(out, reason)
-		if dc.tx != nil {
-			cancelResps, cancelDone = dc.tx.Responses(), dc.tx.Done()
+		var best *branch
+		for _, b := range branches {
+			if !b.decided {
+				return
+			}
+			if hu != nil || best == nil || b.rank() < best.rank() {
+				// A hunt answers with its last attempt's outcome.
+				best = b
+			}
 		}
-		phase = waitCancelled
-		timer.Reset(p.cfg.Timers.Response)
+		r.ev.Destination = best.h.dest
+		if best.res == nil {
+			r.respond(best.code, best.reason, best.note)
+			return
+		}
+		r.relayResponse(best.res)
+		if !r.cancelled() {
+			r.final = true
+			final(&r.ev, best.res, time.Now(), "")
+		}
+	}
+	cancelOthers := func(winner *branch, why *sip.Request) {
+		for _, o := range branches {
+			if o != winner && !o.decided {
+				o.cancel(why)
+			}
+		}
+	}
+	// failed closes branch b with an outcome of the proxy's and goes on
+	// with the hunt when it may.
+	failed := func(b *branch, code int, reason, note string, hunt bool) {
+		b.decided, b.code, b.reason, b.note = true, code, reason, note
+		if hunt && hunting() {
+			if nextGateway() {
+				return
+			}
+			b.res, b.code, b.reason, b.note = nil, 503, "Service Unavailable", noteNoGatewayLeft
+		}
+		settle()
 	}
 
-	for !downFinal || (dc != nil && !dc.done) {
+	for live > 0 {
 		select {
-		case res := <-ct.Responses():
-			now := time.Now()
-			code := res.StatusCode
-			if code < 200 {
-				provisional = true
-				if invite && phase == waitFirst {
-					phase = waitFinal
+		case e := <-events:
+			b := e.b
+			switch e.kind {
+			case branchProvisional:
+				if b.a.ProvisionalAt == 0 {
+					b.a.ProvisionalAt = schema.Millis(e.at)
 				}
-				if phase == waitFinal {
-					// Timer C restarts with every provisional (RFC 3261 16.7).
-					timer.Reset(p.cfg.Timers.Invite)
-				}
-				if code > 100 {
-					if a.ProvisionalAt == 0 {
-						a.ProvisionalAt = schema.Millis(now)
-					}
-					if !r.final {
-						r.relayResponse(res)
-						if r.ev.ProvisionalAt == 0 && !r.cancelled() {
-							r.ev.ProvisionalAt, r.ev.ProvisionalStatus = schema.Millis(now), code
-						}
-					}
-				}
-				if wantCancel && dc == nil {
-					sendCancel(upCancelReq(upCancel))
-				}
-				continue
-			}
-			if downFinal {
-				continue
-			}
-			downFinal = true
-			a.Status, a.Reason, a.FinalAt, a.Q850 = code, res.Reason, schema.Millis(now), q850(res.Headers())
-			book(false)
-			if failover(code) && hunting() {
-				// sipgo's client transaction ACKs the failure and lingers
-				// for its retransmissions (timer D).
-				failedOver()
-				continue
-			}
-			if !r.final {
-				r.relayResponse(res)
-				if !r.cancelled() {
-					r.final = true
-					final(&r.ev, res, now, "")
-					if invite && res.IsSuccess() && !r.ev.InDialog {
-						r.established(out, res, h, now)
-					}
-					if invite && res.IsSuccess() {
-						// 2xx retransmissions come while the client transaction
-						// lingers (RFC 6026) and go up the same way.
-						tx, up := r.tx, r.up
-						ct.OnRetransmission(func(res *sip.Response) { relay2xx(tx, up, res) })
-					}
-				} else if res.IsSuccess() {
-					// sipgo answered the caller's CANCEL first: this answer
-					// never reached the caller.
-					late = res
-				}
-			} else if invite && res.IsSuccess() {
-				late = res
-			}
-			if !invite {
-				ct.Terminate()
-			}
-
-		case <-ctDone:
-			ctDone = nil
-			if downFinal {
-				continue
-			}
-			downFinal = true
-			code, reason, note := 408, "Request Timeout", noteTimeout
-			switch {
-			case p.stopping():
-				code, reason, note = 503, "Service Unavailable", noteShutdown
-			case errors.Is(ct.Err(), sip.ErrTransactionTransport):
-				code, reason, note = 503, "Service Unavailable", noteUnreachable
-			}
-			a.Status, a.Reason, a.FinalAt = code, reason, schema.Millis(time.Now())
-			book(code == 408)
-			if hunting() {
-				failedOver()
-				continue
-			}
-			if !r.final {
-				r.respond(code, reason, note)
-			}
-
-		case <-timer.C:
-			switch {
-			case phase == waitFinal:
-				// Rang for too long (timer C): give the caller 408 and
-				// cancel the attempt.
 				if !r.final {
-					r.respond(408, "Request Timeout", noteTimeout)
-				}
-				wantCancel = true
-				sendCancel(nil)
-			default:
-				// No answer in time, or no final after the CANCEL.
-				if !downFinal {
-					downFinal = true
-					if a.Status == 0 {
-						a.Status, a.Reason, a.FinalAt = 408, "Request Timeout", schema.Millis(time.Now())
+					r.relayResponse(e.res)
+					if r.ev.ProvisionalAt == 0 && !r.cancelled() {
+						r.ev.ProvisionalAt, r.ev.ProvisionalStatus = schema.Millis(e.at), e.res.StatusCode
 					}
-					ct.Terminate()
-					// After a CANCEL the gateway owes no answer to the INVITE.
-					book(phase == waitFirst)
-					if phase == waitFirst && hunting() {
-						failedOver()
+				}
+
+			case branchFinal:
+				res := e.res
+				code := res.StatusCode
+				b.a.Status, b.a.Reason, b.a.FinalAt, b.a.Q850 = code, res.Reason, schema.Millis(e.at), q850(res.Headers())
+				if invite {
+					p.attempted(b.h.target, code, false, e.at)
+				}
+				if !res.IsSuccess() {
+					b.releaseSlot()
+					if b.decided {
+						// Its outcome was given when it rang too long.
 						continue
 					}
+					if code >= 600 {
+						// A 6xx speaks for the callee everywhere (16.7 step 5).
+						cancelOthers(b, nil)
+					}
+					if invite && failover(code) && hunting() {
+						b.res = res
+						failed(b, code, res.Reason, "", true)
+						continue
+					}
+					b.decided, b.res = true, res
+					settle()
+					continue
 				}
-				if dc != nil && !dc.done {
-					dc.finish(408, "Request Timeout")
+				if r.final || b.decided {
+					// The caller had its final response (a CANCEL, timer
+					// C or another branch's 2xx came first): this answer
+					// never reaches it.
+					if invite {
+						la := lateAnswer{b: b, res: res, code: r.ev.Status, reason: r.ev.Reason}
+						if r.ev.Status >= 200 && r.ev.Status < 300 {
+							la.code, la.reason = 200, "Call completed elsewhere"
+						}
+						late = append(late, la)
+					}
+					b.decided = true
+					continue
 				}
-				if !r.final {
-					r.respond(408, "Request Timeout", noteTimeout)
+				b.decided, b.res = true, res
+				r.ev.Destination = b.h.dest
+				// The dialog is in the table before the caller has the
+				// 2xx: its ACK and BYE may follow at once.
+				answered := invite && !r.ev.InDialog && !r.cancelled()
+				if answered {
+					if b.slot != nil {
+						r.holdSlot(b.slot, b.slotKeys...)
+						b.slot = nil
+					}
+					r.established(b.out, res, b.h, e.at)
+				}
+				r.relayResponse(res)
+				if r.cancelled() {
+					// sipgo answered the caller's CANCEL first.
+					if answered {
+						p.forgetDialog(r.ev.CallID, r.ev.FromTag)
+					}
+					if invite {
+						late = append(late, lateAnswer{b: b, res: res, code: 487, reason: "Request Terminated"})
+					}
+					continue
+				}
+				r.final = true
+				final(&r.ev, res, e.at, "")
+				if invite {
+					// 2xx retransmissions come while the client transaction
+					// lingers (RFC 6026) and go up the same way.
+					tx, up := r.tx, r.up
+					b.ct.OnRetransmission(func(res *sip.Response) { relay2xx(tx, up, res) })
+					cancelOthers(b, completedElsewhere)
+				}
+
+			case branchFailed:
+				if e.code != 0 {
+					if b.a.Status == 0 {
+						b.a.Status, b.a.Reason, b.a.FinalAt = e.code, e.reason, schema.Millis(e.at)
+					}
+					if invite && e.note != noteShutdown {
+						p.attempted(b.h.target, e.code, e.timedOut, e.at)
+					}
+				}
+				b.releaseSlot()
+				if b.decided {
+					continue
+				}
+				if e.code == 0 {
+					// Given up for a caller who is gone.
+					b.decided = true
+					continue
+				}
+				failed(b, e.code, e.reason, e.note, e.timedOut || e.note == noteUnreachable)
+
+			case branchRang:
+				if !b.decided {
+					b.decided, b.code, b.reason, b.note = true, 408, "Request Timeout", noteTimeout
+					settle()
+				}
+
+			case branchDone:
+				live--
+				if e.dc != nil {
+					dcs = append(dcs, e.dc)
 				}
 			}
 
 		case sig := <-cancels:
 			cancels = nil
 			upCancel = r.cancelledBy(sig)
-			if !downFinal {
-				wantCancel = true
-				if provisional && dc == nil {
-					sendCancel(sig.req)
+			for _, b := range branches {
+				if !b.decided {
+					b.cancel(sig.req)
 				}
-			}
-
-		case res := <-cancelResps:
-			if res.StatusCode >= 200 {
-				dc.finish(res.StatusCode, res.Reason)
-				cancelResps, cancelDone = nil, nil
-			}
-
-		case <-cancelDone:
-			cancelResps, cancelDone = nil, nil
-			if !dc.done {
-				dc.finish(408, "Request Timeout")
 			}
 
 		case <-r.tx.Acks():
@@ -631,27 +692,10 @@ func (r *request) relay(out *sip.Request, h *hop) {
 			if p.stopping() {
 				r.ev.Note = noteShutdown
 			}
-			if invite && provisional && dc == nil {
-				sendCancel(nil)
-			} else if !downFinal {
-				downFinal = true
-				ct.Terminate()
-			}
-
-		case <-stop:
-			stop = nil
-			if !downFinal {
-				downFinal = true
-				if a.Status == 0 {
-					a.Status, a.Reason, a.FinalAt = 503, "Service Unavailable", schema.Millis(time.Now())
+			for _, b := range branches {
+				if !b.decided {
+					b.drop()
 				}
-				ct.Terminate()
-			}
-			if dc != nil && !dc.done {
-				dc.finish(503, "Service Unavailable")
-			}
-			if !r.final {
-				r.respond(503, "Service Unavailable", noteShutdown)
 			}
 		}
 	}
@@ -665,21 +709,39 @@ func (r *request) relay(out *sip.Request, h *hop) {
 		default:
 		}
 	}
-	r.ev.Attempts = append(attempts, a)
-	if late != nil {
+	r.ev.Attempts = branchAttempts(branches)
+	if len(late) > 0 && (r.ev.Status < 200 || r.ev.Status >= 300) {
 		r.ev.Note = noteLateAnswer
 	}
 	r.publish()
 	if upCancel != nil {
-		r.publishCancel(upCancel, dc)
+		r.publishCancel(upCancel, dcs)
 	}
-	if late != nil {
-		p.releaseLate(out, late, h, r.ev.Status, r.ev.Reason)
+	for _, la := range late {
+		p.releaseLate(la.b.out, la.res, la.b.h, la.code, la.reason)
 	}
 	if invite && !acked && r.ev.Status >= 300 {
 		r.awaitAck()
 	}
 	r.linger()
+}
+
+// forgetDialog drops the dialog of a call whose answer the caller never
+// got (its CANCEL won the race): the late answer is hung up apart.
+func (p *Proxy) forgetDialog(callID, fromTag string) {
+	if d, _ := p.dialogs.find(callID, fromTag); d != nil && p.dialogs.remove(d) {
+		d.stop()
+	}
+}
+
+// branchAttempts are the attempts of a request's branches, in the order they
+// started.
+func branchAttempts(bs []*branch) []schema.Attempt {
+	out := make([]schema.Attempt, len(bs))
+	for i, b := range bs {
+		out[i] = b.a
+	}
+	return out
 }
 
 // awaitAck takes the caller's ACK of a non-2xx final response off the
@@ -751,12 +813,14 @@ func (r *request) sendCancel(out *sip.Request, up *sip.Request) *downCancel {
 
 // publishCancel writes the event of the caller's CANCEL, answered 200 by
 // sipgo and carried downstream by the proxy.
-func (r *request) publishCancel(s *cancelSignal, dc *downCancel) {
+func (r *request) publishCancel(s *cancelSignal, dcs []*downCancel) {
 	ev := newTransaction(s.req, r.ev.Local, s.at)
 	ev.Status, ev.Reason, ev.FinalAt = 200, "OK", schema.Millis(s.at)
-	if dc != nil {
-		ev.Destination = dc.attempt.Destination
-		ev.Attempts = []schema.Attempt{dc.attempt}
+	for _, dc := range dcs {
+		if ev.Destination == "" {
+			ev.Destination = dc.attempt.Destination
+		}
+		ev.Attempts = append(ev.Attempts, dc.attempt)
 	}
 	r.p.publish(&ev, time.Now())
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -16,12 +17,16 @@ import (
 var (
 	errLoop                 = errors.New("next hop is this proxy")
 	errUnsupportedTransport = errors.New("next hop transport not supported")
+	// errGatewaysBusy: every gateway an initial INVITE could go to is at
+	// a limit (the event's Skipped say which).
+	errGatewaysBusy = errors.New("every gateway is at its limit")
+	errNoGateway    = errors.New("no route and no default gateway")
 )
 
 // hop is where a request goes next and how it is rewritten on the way.
 type hop struct {
 	dest      string // host:port
-	transport string // UDP or TCP
+	transport string // UDP, TCP or TLS
 	in, out   *listener
 	uri       sip.Uri // Request-URI to send
 	gateway   bool
@@ -63,12 +68,13 @@ func (p *Proxy) routeCall(req *sip.Request, in *listener, initial bool, c *callR
 		routes = routes[:len(routes)-1]
 	}
 	var lastOwn *listener
+	flow := "" // the flow token of the last own entry
 	for h.popped < len(routes) {
 		l := p.own(&routes[h.popped].Address)
 		if l == nil {
 			break
 		}
-		lastOwn = l
+		lastOwn, flow = l, routes[h.popped].Address.User
 		h.popped++
 	}
 
@@ -81,11 +87,33 @@ func (p *Proxy) routeCall(req *sip.Request, in *listener, initial bool, c *callR
 		now := time.Now()
 		if re := a.routes.match(h.uri.User, c.accountOf(), now); re != nil {
 			h.hunt = re.planFor(h.uri.User, now, p.cfg.BuyRates)
-			t = h.hunt.take()
+			var admit func(*target) bool
+			if c != nil {
+				admit = c.admit
+			}
+			if t = h.hunt.take(admit); t == nil {
+				return h, errGatewaysBusy
+			}
+		} else if t != nil && c != nil && c.admit != nil && !c.admit(t) {
+			return h, errGatewaysBusy
+		}
+		if t == nil {
+			return h, errNoGateway
 		}
 		return h, h.toGateway(p, t)
 	}
 
+	// Our entry facing the next hop names the connection to it (tls.go),
+	// unless the request came on that connection: then it goes onwards.
+	if lastOwn != nil && lastOwn.reusesFlows() && flow != "" {
+		raddr, err := lastOwn.flowAddr(flow)
+		if err != nil {
+			return h, err
+		}
+		if raddr != req.Source() {
+			return h, h.toFlow(lastOwn, raddr)
+		}
+	}
 	next := &h.uri
 	if h.popped < len(routes) {
 		next = &routes[h.popped].Address
@@ -107,7 +135,7 @@ func (p *Proxy) routeCall(req *sip.Request, in *listener, initial bool, c *callR
 	} else {
 		transport = "UDP"
 	}
-	if transport != "UDP" && transport != "TCP" {
+	if transport != "UDP" && transport != "TCP" && transport != "TLS" {
 		return h, errUnsupportedTransport
 	}
 	h.transport = transport
@@ -122,8 +150,19 @@ func (p *Proxy) routeCall(req *sip.Request, in *listener, initial bool, c *callR
 	port := next.Port
 	if port == 0 {
 		port = 5060
+		if transport == "TLS" {
+			port = 5061
+		}
 	}
 	h.dest = net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(next.Host, "["), "]"), strconv.Itoa(port))
+	if transport == "TLS" {
+		// Without a token: only a connection the next hop opened will do.
+		l := p.flowFrom(h.dest)
+		if l == nil {
+			return h, fmt.Errorf("%s: %w", h.dest, errNoFlow)
+		}
+		h.out = l
+	}
 	return h, nil
 }
 
@@ -168,10 +207,12 @@ func (p *Proxy) forward(req *sip.Request, h *hop, recordRoute bool) *sip.Request
 	if recordRoute {
 		// The entry facing the next hop goes on top: the callee's route set
 		// is the list in order, the caller's the list reversed (RFC 5658).
-		if h.out != h.in {
-			out.AppendHeader(h.out.rr)
+		// A tls listener's entries name the connection each side is on
+		// (tls.go), so it adds two even when both sides are on it.
+		if h.out != h.in || h.out.reusesFlows() {
+			out.AppendHeader(h.out.recordRoute(h.dest))
 		}
-		out.AppendHeader(h.in.rr)
+		out.AppendHeader(h.in.recordRoute(req.Source()))
 	}
 	out.AppendHeader(&sip.ViaHeader{
 		ProtocolName:    "SIP",

@@ -132,6 +132,7 @@ type subscriberRef struct {
 // subscriberTable finds subscribers by address and knows our domains.
 type subscriberTable struct {
 	byAOR         map[string]*subscriberRef
+	byID          map[string]*subscriberRef // for the DIDs they own
 	domains       map[string]bool
 	defaultDomain string
 }
@@ -139,7 +140,7 @@ type subscriberTable struct {
 // compileSubscribers builds the subscriber table of a snapshot (nil: the
 // configured domains only).
 func (p *Proxy) compileSubscribers(pv *schema.Provisioning) subscriberTable {
-	t := subscriberTable{byAOR: map[string]*subscriberRef{}, domains: map[string]bool{}}
+	t := subscriberTable{byAOR: map[string]*subscriberRef{}, byID: map[string]*subscriberRef{}, domains: map[string]bool{}}
 	for _, d := range p.cfg.Subscribers.Domains {
 		t.domains[d] = true
 	}
@@ -155,8 +156,10 @@ func (p *Proxy) compileSubscribers(pv *schema.Provisioning) subscriberTable {
 			p.log.Warn("subscriber skipped: its account is not provisioned", "subscriber", s.ID, "account", s.Account)
 			continue
 		}
-		t.byAOR[s.User+"@"+s.Domain] = &subscriberRef{id: s.ID, user: s.User, domain: s.Domain, account: s.Account,
+		ref := &subscriberRef{id: s.ID, user: s.User, domain: s.Domain, account: s.Account,
 			ha1MD5: s.HA1MD5, ha1SHA256: s.HA1SHA256, maxContacts: s.MaxContactsOrDefault()}
+		t.byAOR[s.User+"@"+s.Domain] = ref
+		t.byID[s.ID] = ref
 		t.domains[s.Domain] = true
 	}
 	return t

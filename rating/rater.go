@@ -21,12 +21,10 @@ import (
 // contract: a renamed consumer starts again from the stream's beginning.
 const DefaultRaterDurable = "rater"
 
-// BuyPlanPrefix names buy plans. Suppliers are not provisioned objects
-// yet, so a supplier's buy deck is the rate plan "buy-<supplier>",
-// imported like any other; a gateway's is "buy-<gateway>" and is used
-// when the supplier has none. ("buy:" would read better, but plan names
-// are KV keys and exclude ':'.)
-const BuyPlanPrefix = "buy-"
+// BuyPlanPrefix names buy plans: a supplier's deck is "buy-<supplier>"
+// unless the supplier names its own (schema.Supplier.BuyPlan), and a
+// gateway's is "buy-<gateway>", used when its supplier has none.
+const BuyPlanPrefix = schema.BuyPlanPrefix
 
 // BuyPlan is the name of the buy plan of a supplier or gateway.
 func BuyPlan(id string) string { return BuyPlanPrefix + id }

@@ -69,10 +69,30 @@ type Transaction struct {
 	// DID is the number of ours an inbound call was delivered to its
 	// owner for.
 	DID string `json:"did,omitempty"`
+	// Skipped are the route's gateways an initial INVITE was not sent to
+	// because they were at a limit, in the order the hunt met them.
+	Skipped []SkippedGateway `json:"skipped,omitempty"`
 	// Note says why the proxy answered itself or ended a dialog, in a
 	// machine-readable word (max_forwards, malformed, no_route, ...).
 	Note string `json:"note,omitempty"`
 }
+
+// SkippedGateway is a gateway a call passed over and why: its calls per
+// second (SkipCPS) or its calls in progress (SkipCalls), or its
+// supplier's (SkipSupplierCPS, SkipSupplierCalls).
+type SkippedGateway struct {
+	Gateway  string `json:"gateway"`
+	Supplier string `json:"supplier,omitempty"`
+	Reason   string `json:"reason"`
+}
+
+// Reasons a gateway is skipped.
+const (
+	SkipCPS           = "cps"
+	SkipCalls         = "max_calls"
+	SkipSupplierCPS   = "supplier_cps"
+	SkipSupplierCalls = "supplier_max_calls"
+)
 
 // Attempt is one relay of a request towards a gateway or contact.
 type Attempt struct {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,10 +10,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -48,7 +53,7 @@ type metricsSettings struct{ listen string }
 // Each process type has its own default port so that they can run side by
 // side on one host.
 func (s *metricsSettings) addFlags(cmd *cobra.Command, addr string) {
-	cmd.Flags().StringVar(&s.listen, "metrics-listen", addr, "address of the /metrics and /healthz endpoint (empty: off)")
+	cmd.Flags().StringVar(&s.listen, "metrics-listen", addr, "address of the /metrics, /healthz (readiness) and /livez endpoint (empty: off)")
 }
 
 type proxySettings struct {
@@ -72,6 +77,12 @@ type proxySettings struct {
 	credit        proxy.Credit
 	creditControl bool
 	dialogTimeout time.Duration
+	// keepCalls stores the answered calls in JetStream KV, for a
+	// restarted proxy to take them back.
+	keepCalls bool
+	// readyMaxSpooled is how many spooled events make the proxy not
+	// ready (0: never).
+	readyMaxSpooled uint64
 }
 
 func (s *proxySettings) addFlags(cmd *cobra.Command, defaultSpool string) {
@@ -84,6 +95,7 @@ func (s *proxySettings) addFlags(cmd *cobra.Command, defaultSpool string) {
 	cmd.Flags().IntVar(&s.limits.AccountReply, "account-limit-reply", 503, "status code of a call refused for its account's calls per second: 503 or 486")
 	cmd.Flags().StringVar(&s.gateway, "gateway", "127.0.0.1:5070", "default outbound gateway host:port, used while no gateway is provisioned (carrier gateway add)")
 	cmd.Flags().StringVar(&s.spoolDir, "spool-dir", defaultSpool, "where events wait while JetStream is unreachable")
+	cmd.Flags().Uint64Var(&s.readyMaxSpooled, "ready-max-spooled", 1_000_000, "events waiting in the spool above which /healthz reports the proxy not ready (0: never)")
 	cmd.Flags().DurationVar(&s.health.HoldDown, "gateway-hold-down", 30*time.Second, "how long a gateway that answered 503 or did not answer is tried only after the route's others (negative: never held down)")
 	cmd.Flags().DurationVar(&s.health.ProbeInterval, "gateway-probe-interval", 0, "send OPTIONS to every provisioned gateway this often and route around those that do not answer (0: no probing)")
 	cmd.Flags().StringVar(&s.trunkCurrency, "trunk-currency", "USD", "ISO 4217 currency of account \"local\" that --trunk-cidr creates (wholesale voice is mostly priced in USD)")
@@ -92,6 +104,7 @@ func (s *proxySettings) addFlags(cmd *cobra.Command, defaultSpool string) {
 	cmd.Flags().DurationVar(&s.credit.Timeout, "credit-timeout", 2*time.Second, "how long the proxy waits for the rating service's answer; a prepaid call gets 503 without one")
 	cmd.Flags().BoolVar(&s.credit.AdmitUnavailable, "credit-admit-unavailable", false, "admit prepaid calls, uncontrolled, while the rating service does not answer (postpaid calls always are)")
 	cmd.Flags().DurationVar(&s.dialogTimeout, "dialog-timeout", 3*time.Hour, "end an answered call with a BYE to both sides this long after its answer when no BYE came (negative: never)")
+	cmd.Flags().BoolVar(&s.keepCalls, "keep-calls", true, "keep the answered calls in JetStream KV (bucket "+proxy.BucketDialogs+"), so that the proxy restarted with the same --node takes them back: dialog timeout, credit control and call limits go on")
 	cmd.Flags().StringSliceVar(&s.subscribers.Domains, "domain", nil, "SIP domains served besides those of the subscribers (carrier subscriber add); the first is taken for requests addressed to the proxy's own address")
 	cmd.Flags().DurationVar(&s.subscribers.NonceLifetime, "nonce-lifetime", 5*time.Minute, "how long a digest nonce is accepted; an older one is challenged again with stale=true")
 	cmd.Flags().StringVar(&s.nonceSecret, "nonce-secret", "", "secret signing the digest nonces, the same on every proxy of a network so that they accept each other's (empty: random per process)")
@@ -171,7 +184,18 @@ func describeListeners(ls []proxy.Listener) string {
 // spooling publisher, which is flushed on the way out. It admits calls by
 // the provisioning bucket, which it follows live; it serves SIP only once
 // that is loaded, as without it every call would be refused.
-func runProxy(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg prometheus.Registerer, node string, listeners []proxy.Listener, s proxySettings) error {
+func runProxy(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg *registry, node string, listeners []proxy.Listener, s proxySettings) error {
+	// Checks first, so that /healthz never answers ok for a proxy that
+	// is still waiting for its provisioning.
+	reg.checks.add("nats", natsCheck(js.Conn()))
+	var running atomic.Pointer[proxy.Proxy]
+	reg.checks.add("proxy", func(context.Context) error {
+		p := running.Load()
+		if p == nil {
+			return fmt.Errorf("%w: starting, provisioning not loaded", proxy.ErrNotReady)
+		}
+		return p.CheckReady()
+	})
 	store, err := waitProvisionStore(ctx, log, js)
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
@@ -206,6 +230,7 @@ func runProxy(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg
 			log.Error("event spool not synced on close", "spool", s.spoolDir, "err", err)
 		}
 	}()
+	reg.checks.add("event_spool", spoolCheck(pub, s.readyMaxSpooled))
 	if s.creditControl {
 		s.credit.Control = proxy.NewNATSCredit(js.Conn())
 	}
@@ -224,13 +249,24 @@ func runProxy(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg
 		return fmt.Errorf("proxy: %w", err)
 	}
 	s.subscribers.Registrations, s.subscribers.NonceSecret = regs, []byte(s.nonceSecret)
+	var dialogs proxy.Dialogs
+	if s.keepCalls {
+		octx, cancel := context.WithTimeout(ctx, provisionTimeout)
+		kv, err := proxy.OpenDialogs(octx, js, node, proxy.DialogsMaxAge(s.dialogTimeout))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("proxy: %w", err)
+		}
+		dialogs = kv
+	}
 	p, err := proxy.New(proxy.Config{Node: node, Listeners: listeners, Gateway: s.gateway, Health: s.health, Credit: s.credit,
 		TLS: s.tls, Flood: s.flood, Limits: s.limits,
 		DialogTimeout: s.dialogTimeout, Provisioning: watch, Logger: log, Registerer: reg,
-		BuyRates: proxy.BookBuyRates(book), Subscribers: s.subscribers}, pub)
+		BuyRates: proxy.BookBuyRates(book, watch), Subscribers: s.subscribers, Dialogs: dialogs}, pub)
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
+	running.Store(p)
 	return p.Run(ctx)
 }
 
@@ -255,15 +291,18 @@ func runSink(ctx context.Context, log *slog.Logger, js jetstream.JetStream, reg 
 	return sink.Run(ctx)
 }
 
-// serveMetrics serves Prometheus metrics and a health check until ctx is done.
-func serveMetrics(ctx context.Context, log *slog.Logger, addr string, reg *prometheus.Registry) error {
+// serveMetrics serves until ctx is done: Prometheus metrics on /metrics,
+// readiness on /healthz (the registered checks) and liveness on /livez
+// (always ok while the process serves).
+func serveMetrics(ctx context.Context, log *slog.Logger, addr string, reg *registry) error {
 	if addr == "" {
 		<-ctx.Done()
 		return nil
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.Handle("/healthz", reg.checks)
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -282,10 +321,111 @@ func serveMetrics(ctx context.Context, log *slog.Logger, addr string, reg *prome
 	return nil
 }
 
-func newRegistry() *prometheus.Registry {
+// registry is what the components of a process register with: their
+// metrics (it is the process's Prometheus registry) and their readiness
+// checks, both served by serveMetrics.
+type registry struct {
+	*prometheus.Registry
+	checks *readiness
+}
+
+func newRegistry() *registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
+	return &registry{Registry: reg, checks: &readiness{checks: map[string]check{}}}
+}
+
+// check says why a part of the process cannot do its work now; nil when
+// it can. It must be quick: /healthz runs every check on each request.
+type check func(ctx context.Context) error
+
+// checkTimeout bounds the checks of one /healthz request.
+const checkTimeout = 2 * time.Second
+
+// readiness is the set of a process's checks, by name. It answers
+// /healthz: 200 and {"status":"ok","checks":{name:"ok",...}} when every
+// check passes, 503 and {"status":"unavailable","checks":{...}} with the
+// failing checks' errors otherwise.
+type readiness struct {
+	mu     sync.Mutex
+	checks map[string]check
+}
+
+// add registers c under name. Components that share a resource add the
+// same check under one name; the last one added stays.
+func (r *readiness) add(name string, c check) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checks[name] = c
+}
+
+// healthReport is the body of a /healthz answer.
+type healthReport struct {
+	Status string            `json:"status"`
+	Checks map[string]string `json:"checks"`
+}
+
+// run runs every check, in name order.
+func (r *readiness) run(ctx context.Context) (healthReport, bool) {
+	r.mu.Lock()
+	names := make([]string, 0, len(r.checks))
+	for name := range r.checks {
+		names = append(names, name)
+	}
+	checks := make([]check, 0, len(names))
+	slices.Sort(names)
+	for _, name := range names {
+		checks = append(checks, r.checks[name])
+	}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	rep, ok := healthReport{Status: "ok", Checks: make(map[string]string, len(names))}, true
+	for i, c := range checks {
+		if err := c(ctx); err != nil {
+			rep.Checks[names[i]], ok = err.Error(), false
+			continue
+		}
+		rep.Checks[names[i]] = "ok"
+	}
+	if !ok {
+		rep.Status = "unavailable"
+	}
+	return rep, ok
+}
+
+func (r *readiness) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	rep, ok := r.run(req.Context())
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(rep)
+}
+
+// natsCheck fails while nc is not connected: events cannot reach
+// JetStream (the proxy spools them) and consumers stall.
+func natsCheck(nc *nats.Conn) check {
+	return func(context.Context) error {
+		if st := nc.Status(); st != nats.CONNECTED {
+			return fmt.Errorf("nats connection %s", strings.ToLower(st.String()))
+		}
+		return nil
+	}
+}
+
+// spoolCheck fails while more than max events (0: no limit) wait in the
+// publisher's spool: JetStream has not taken the proxy's events for a
+// long while, and the spool's disk is filling.
+func spoolCheck(pub *eventlog.Publisher, max uint64) check {
+	return func(context.Context) error {
+		st := pub.Spool()
+		if max > 0 && st.Events > max {
+			return fmt.Errorf("%d events spooled, over %d; the oldest waits for %s", st.Events, max, st.Oldest.Round(time.Second))
+		}
+		return nil
+	}
 }
 
 // component is one long-running part of a process.
@@ -325,6 +465,7 @@ func runConsumerProcess(ctx context.Context, a *app, natsURL, name, metricsAddr,
 		return err
 	}
 	reg := newRegistry()
+	reg.checks.add("nats", natsCheck(js.Conn()))
 	fmt.Fprintln(a.out, banner)
 	return runComponents(ctx, a.log,
 		component{name, func(ctx context.Context) error { return run(ctx, js, reg) }},

@@ -66,6 +66,17 @@ func TestDialPlanAndDIDCommands(t *testing.T) {
 	if out := cli("did", "list"); !strings.Contains(out, "493012345678") || !strings.Contains(out, "trunk acme-pbx") || !strings.Contains(out, "203.0.113.5") {
 		t.Errorf("did list:\n%s", out)
 	}
+	// A subscriber's DID: no PBX address, the owner must exist.
+	cli("subscriber", "add", "alice@sip.example.com", "--id", "alice", "--account", "acme", "--password", "pw")
+	if out := cli("did", "add", "+493098765432", "--subscriber", "alice"); strings.TrimSpace(out) != "did 493098765432 created" {
+		t.Errorf("did add --subscriber: %q", out)
+	}
+	fails("does not exist", "did", "add", "4931", "--subscriber", "ghost")
+	fails("for a trunk's DID", "did", "add", "4931", "--subscriber", "alice", "--deliver-to", "203.0.113.5")
+	fails("needs --deliver-to", "did", "add", "4931", "--trunk", "acme-pbx")
+	fails("none of the others can be", "did", "add", "4931", "--trunk", "acme-pbx", "--subscriber", "alice")
+	fails("used by did 493098765432", "subscriber", "rm", "alice")
+	cli("did", "rm", "493098765432")
 	var d schema.DID
 	if err := json.Unmarshal([]byte(cli("did", "show", "+493012345678", "-o", "json")), &d); err != nil || d.Owner != "acme-pbx" || d.OwnerKind != schema.DIDOwnerTrunk {
 		t.Errorf("did show: %+v %v", d, err)
@@ -83,7 +94,7 @@ func TestDialPlanAndDIDCommands(t *testing.T) {
 
 	// Export and apply carry dial plans, DIDs and the routes' limits.
 	exported := writeFile(t, "exported.yaml", cli("provision", "export"))
-	if out := cli("provision", "apply", "-f", exported); !strings.Contains(out, "nothing to change: the 8 objects") {
+	if out := cli("provision", "apply", "-f", exported); !strings.Contains(out, "nothing to change: the 9 objects") {
 		t.Errorf("apply of the export:\n%s", out)
 	}
 	cli("dialplan", "detach", "--trunk", "acme-pbx")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
@@ -31,28 +32,44 @@ other call. Changes reach the running proxies within a second.`,
 
 func newDIDAddCmd(a *app) *cobra.Command {
 	var (
-		nats natsSettings
-		d    schema.DID
+		nats              natsSettings
+		d                 schema.DID
+		trunk, subscriber string
 	)
 	cmd := &cobra.Command{
-		Use:   "add NUMBER --trunk TRUNK --deliver-to HOST[:PORT]",
-		Short: "Create a DID owned by a trunk, or replace the DID of that number",
-		Long: `Create a DID owned by a trunk, or replace the DID of that number. NUMBER
-is E.164 digits, with or without a leading +. The trunk must exist.`,
-		Example: `  carrier did add +493012345678 --trunk acme-pbx --deliver-to 203.0.113.5:5060`,
-		Args:    cobra.ExactArgs(1),
+		Use:   "add NUMBER (--trunk TRUNK --deliver-to HOST[:PORT] | --subscriber SUBSCRIBER)",
+		Short: "Create a DID owned by a trunk or a subscriber, or replace the DID of that number",
+		Long: `Create a DID owned by a trunk or a subscriber, or replace the DID of that
+number. NUMBER is E.164 digits, with or without a leading +. The owner must
+exist. A trunk's DID is delivered to its PBX at --deliver-to; a subscriber's
+rings all of the subscriber's registered contacts at once.`,
+		Example: `  carrier did add +493012345678 --trunk acme-pbx --deliver-to 203.0.113.5:5060
+  carrier did add +493098765432 --subscriber alice`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d.Number, d.OwnerKind = schema.NormalDID(args[0]), schema.DIDOwnerTrunk
+			d.Number = schema.NormalDID(args[0])
+			switch {
+			case subscriber != "":
+				if cmd.Flags().Changed("deliver-to") || cmd.Flags().Changed("transport") {
+					return fmt.Errorf("did %s: --deliver-to and --transport are for a trunk's DID; a subscriber's goes to its registered contacts", d.Number)
+				}
+				d.OwnerKind, d.Owner, d.Transport = schema.DIDOwnerSubscriber, subscriber, ""
+			case d.DeliverTo == "":
+				return fmt.Errorf("did %s: a trunk's DID needs --deliver-to HOST[:PORT]", d.Number)
+			default:
+				d.OwnerKind, d.Owner = schema.DIDOwnerTrunk, trunk
+			}
 			return putProvisioned(cmd.Context(), a, nats.url, d, (*eventlog.ProvisionStore).DIDs, (*schema.Provisioning).CheckDID)
 		},
 	}
 	nats.addFlags(cmd)
-	cmd.Flags().StringVar(&d.Owner, "trunk", "", "trunk that owns the DID (required)")
-	cmd.Flags().StringVar(&d.DeliverTo, "deliver-to", "", "host[:port] of the trunk's PBX the calls go to, port 5060 by default (required)")
-	cmd.Flags().StringVar(&d.Transport, "transport", "udp", "udp or tcp")
+	cmd.Flags().StringVar(&trunk, "trunk", "", "trunk that owns the DID")
+	cmd.Flags().StringVar(&subscriber, "subscriber", "", "subscriber that owns the DID")
+	cmd.Flags().StringVar(&d.DeliverTo, "deliver-to", "", "host[:port] of the trunk's PBX the calls go to, port 5060 by default (a trunk's DID)")
+	cmd.Flags().StringVar(&d.Transport, "transport", "udp", "udp or tcp (a trunk's DID)")
 	cmd.Flags().StringVar(&d.Name, "name", "", "description")
-	_ = cmd.MarkFlagRequired("trunk")
-	_ = cmd.MarkFlagRequired("deliver-to")
+	cmd.MarkFlagsOneRequired("trunk", "subscriber")
+	cmd.MarkFlagsMutuallyExclusive("trunk", "subscriber")
 	return cmd
 }
 

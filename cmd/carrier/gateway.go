@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -26,7 +24,7 @@ a second.`,
 		newGatewayAddCmd(a),
 		newProvisionListCmd(a, "gateways", (*eventlog.ProvisionStore).Gateways, gatewayTable),
 		newGatewayShowCmd(a),
-		newProvisionRmCmd(a, "gateway", "Remove a gateway that no route uses", (*eventlog.ProvisionStore).Gateways, gatewayUnused),
+		newProvisionRmCmd(a, "gateway", "Remove a gateway that no route uses", (*eventlog.ProvisionStore).Gateways, nil),
 	)
 	return cmd
 }
@@ -37,20 +35,22 @@ func newGatewayAddCmd(a *app) *cobra.Command {
 		g    schema.Gateway
 	)
 	cmd := &cobra.Command{
-		Use:     "add ID --address HOST[:PORT]",
-		Short:   "Create a gateway, or replace the gateway of that id",
-		Example: `  carrier gateway add carrier-a --address 192.0.2.10:5060 --transport udp`,
-		Args:    cobra.ExactArgs(1),
+		Use:   "add ID --address HOST[:PORT]",
+		Short: "Create a gateway, or replace the gateway of that id",
+		Example: `  carrier gateway add carrier-a --address 192.0.2.10:5060 --transport udp
+  carrier gateway add telco-x-1 --address gw1.telco-x.example --supplier telco-x`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			g.ID = args[0]
-			return putProvisioned(cmd.Context(), a, nats.url, g, (*eventlog.ProvisionStore).Gateways, nil)
+			return putProvisioned(cmd.Context(), a, nats.url, g, (*eventlog.ProvisionStore).Gateways, checkGateway)
 		},
 	}
 	nats.addFlags(cmd)
 	cmd.Flags().StringVar(&g.Address, "address", "", "host[:port] of the gateway, port 5060 by default (required)")
 	cmd.Flags().StringVar(&g.Transport, "transport", "udp", "udp or tcp")
 	cmd.Flags().IntVar(&g.CPS, "cps", 0, "calls per second the proxy sends the gateway; over it a call goes to the route's next gateway (0: no limit)")
-	cmd.Flags().StringVar(&g.Supplier, "supplier", "", "supplier the gateway belongs to: its buy plan is buy-SUPPLIER (least-cost routing and the rater)")
+	cmd.Flags().IntVar(&g.MaxCalls, "max-calls", 0, "calls in progress (ringing or up) the gateway may carry; over it a call goes to the route's next gateway (0: no limit)")
+	cmd.Flags().StringVar(&g.Supplier, "supplier", "", "provisioned supplier the gateway belongs to (carrier supplier add): its buy plan prices least-cost routing and the rater's buy side")
 	_ = cmd.MarkFlagRequired("address")
 	return cmd
 }
@@ -63,22 +63,26 @@ func newGatewayShowCmd(a *app) *cobra.Command {
 				{"address", g.Address},
 				{"transport", g.TransportOrDefault()},
 				{"cps", cpsText(g.CPS)},
+				{"max calls", cpsText(g.MaxCalls)},
+				{"supplier", g.Supplier},
 			})
 		})
 }
 
 func gatewayTable(gws []schema.Gateway) table {
-	t := table{header: []string{"ID", "ADDRESS", "TRANSPORT", "CPS"}, records: gws}
+	t := table{header: []string{"ID", "ADDRESS", "TRANSPORT", "CPS", "MAX CALLS", "SUPPLIER"}, records: gws}
 	if gws == nil {
 		t.records = []schema.Gateway{}
 	}
 	for _, g := range gws {
-		t.rows = append(t.rows, []string{g.ID, g.Address, g.TransportOrDefault(), cpsText(g.CPS)})
+		t.rows = append(t.rows, []string{g.ID, g.Address, g.TransportOrDefault(), cpsText(g.CPS), cpsText(g.MaxCalls), g.Supplier})
 	}
 	return t
 }
 
-// cpsText shows a calls-per-second limit, "-" for none.
+// cpsText shows a limit (calls per second, calls in progress), "-" for
+// none.
+// cpsText shows a limit (calls per second, calls in progress); 0 is none.
 func cpsText(cps int) string {
 	if cps == 0 {
 		return "-"
@@ -86,14 +90,12 @@ func cpsText(cps int) string {
 	return strconv.Itoa(cps)
 }
 
-// gatewayUnused refuses to remove a gateway that routes still name.
-func gatewayUnused(ctx context.Context, s *eventlog.ProvisionStore, id string) error {
-	cur, err := s.Load(ctx)
-	if err != nil {
-		return err
+// checkGateway checks a gateway against the provisioning, saying how to
+// provision a supplier it names that does not exist.
+func checkGateway(p *schema.Provisioning, g schema.Gateway) error {
+	err := p.CheckGateway(g)
+	if _, ok := p.Suppliers[g.Supplier]; err != nil && g.Supplier != "" && !ok {
+		return fmt.Errorf("%w (provision it first: carrier supplier add %s --currency CUR)", err, g.Supplier)
 	}
-	if used := cur.RoutesUsing(id); len(used) > 0 {
-		return fmt.Errorf("gateway %s is used by route %s: change or remove the routes first (carrier route add|rm)", id, strings.Join(used, ", "))
-	}
-	return nil
+	return err
 }

@@ -92,7 +92,7 @@ func provisionLocalTrunk(ctx context.Context, log *slog.Logger, s *eventlog.Prov
 func newProvisionCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "provision",
-		Short: "Load or export the whole network (accounts, trunks, gateways, routes, subscribers, dial plans, DIDs) as a file",
+		Short: "Load or export the whole network (accounts, trunks, suppliers, gateways, routes, subscribers, dial plans, DIDs) as a file",
 	}
 	cmd.AddCommand(newProvisionApplyCmd(a), newProvisionExportCmd(a))
 	return cmd
@@ -102,7 +102,7 @@ func newProvisionExportCmd(a *app) *cobra.Command {
 	var nats natsSettings
 	cmd := &cobra.Command{
 		Use:     "export",
-		Short:   "Print every account, gateway, trunk and route as a file that apply reads back",
+		Short:   "Print every provisioned object as a file that apply reads back",
 		Example: `  carrier provision export > network.yaml`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -114,6 +114,9 @@ func newProvisionExportCmd(a *app) *cobra.Command {
 				var set schema.ProvisionSet
 				for _, id := range schema.SortedIDs(p.Accounts) {
 					set.Accounts = append(set.Accounts, p.Accounts[id])
+				}
+				for _, id := range schema.SortedIDs(p.Suppliers) {
+					set.Suppliers = append(set.Suppliers, p.Suppliers[id])
 				}
 				for _, id := range schema.SortedIDs(p.Gateways) {
 					set.Gateways = append(set.Gateways, p.Gateways[id])
@@ -150,18 +153,21 @@ func newProvisionApplyCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
 		Short: "Create or update every object a YAML file declares; applying it again changes nothing",
-		Long: `Apply creates or updates the accounts, gateways, trunks and routes a YAML
-file declares. The whole file is checked first (each object, duplicate ids,
-trunk accounts, sources claimed by two trunks, route gateways, prefixes
-claimed by two routes) and nothing is written if any entry is wrong. Objects the file does not name are left alone. The running proxies
+		Long: `Apply creates or updates the accounts, suppliers, gateways, trunks, routes,
+subscribers, dial plans and DIDs a YAML file declares. The whole file is
+checked first (each object, duplicate ids, trunk accounts, gateway
+suppliers, sources claimed by two trunks, route gateways, prefixes claimed
+by two routes) and nothing is written if any entry is wrong. Objects the file does not name are left alone. The running proxies
 pick the change up within a second.
 
 The file uses the JSON field names of the objects:
 
   accounts:
     - {id: acme, name: ACME Telecom, currency: EUR, sell_plan: retail-eu}
+  suppliers:        # buy_plan defaults to buy-<id>
+    - {id: telco-x, name: Telco X, currency: USD, buy_plan: wholesale-x, max_calls: 500, cps: 20}
   gateways:
-    - {id: carrier-a, address: "192.0.2.10:5060", transport: udp}
+    - {id: carrier-a, address: "192.0.2.10:5060", transport: udp, supplier: telco-x}
   trunks:
     - id: acme-pbx
       account: acme
@@ -189,7 +195,8 @@ The file uses the JSON field names of the objects:
        ha1_md5: 0123456789abcdef0123456789abcdef, max_contacts: 3}
 
 A trunk names its dial plan with dial_plan: de-national; a gateway its
-supplier with supplier: (buy rates of lcr routes).`,
+supplier with supplier: (its buy plan prices lcr routes and the rater's
+buy side).`,
 		Example: `  carrier provision apply -f network.yaml --dry-run
   carrier provision apply -f network.yaml`,
 		Args: cobra.NoArgs,
@@ -227,7 +234,7 @@ supplier with supplier: (buy rates of lcr routes).`,
 		},
 	}
 	nats.addFlags(cmd)
-	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML file of accounts, trunks, gateways and routes")
+	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML file of accounts, suppliers, gateways, trunks, routes, subscribers, dial plans and DIDs")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check the file and say what would change, without changing anything")
 	return cmd
 }
@@ -256,11 +263,11 @@ func writeProvisionFile(w io.Writer, set schema.ProvisionSet) error {
 // is an error rather than a field silently left empty.
 func readProvisionFile(path string) (schema.ProvisionSet, error) {
 	var set schema.ProvisionSet
-	if err := readStrictFile("provisioning file", path, "keys: accounts, trunks, gateways, with the objects' fields", nil, &set); err != nil {
+	if err := readStrictFile("provisioning file", path, "keys: accounts, suppliers, gateways, trunks, routes, subscribers, dial_plans, dids, with the objects' fields", nil, &set); err != nil {
 		return set, err
 	}
 	if set.Len() == 0 {
-		return set, fmt.Errorf("provisioning file %s declares no accounts, trunks or gateways", path)
+		return set, fmt.Errorf("provisioning file %s declares no objects (accounts, suppliers, gateways, trunks ...)", path)
 	}
 	return set, nil
 }
@@ -361,7 +368,8 @@ func byID[T schema.Object](kind string, collection func(*eventlog.ProvisionStore
 }
 
 // newProvisionRmCmd removes one provisioned object after check, when
-// given, allows it.
+// given, allows it, and no other object names it: the rules add and apply
+// check must hold without it (schema.Provisioning.CheckRemove).
 func newProvisionRmCmd[T schema.Object](a *app, kind, short string, collection func(*eventlog.ProvisionStore) eventlog.Collection[T],
 	check func(ctx context.Context, s *eventlog.ProvisionStore, id string) error) *cobra.Command {
 	var nats natsSettings
@@ -375,6 +383,14 @@ func newProvisionRmCmd[T schema.Object](a *app, kind, short string, collection f
 					if err := check(ctx, s, args[0]); err != nil {
 						return err
 					}
+				}
+				cur, err := s.Load(ctx)
+				if err != nil {
+					return err
+				}
+				var zero T
+				if err := cur.CheckRemove(zero.ObjectKind(), args[0]); err != nil {
+					return err
 				}
 				if err := collection(s).Delete(ctx, args[0]); err != nil {
 					return notProvisioned(err, kind)
