@@ -48,8 +48,32 @@ bucket (name, currency, sell plan: what the proxy and the rater read) and the
 ledger (prepaid or postpaid, credit limit, and the balance, folded from its
 events on the LEDGER stream). These commands keep both in step.`,
 	}
-	cmd.AddCommand(newAccountCreateCmd(a), newAccountListCmd(a), newAccountShowCmd(a), newAccountSetCmd(a))
+	cmd.AddCommand(newAccountCreateCmd(a), newAccountListCmd(a), newAccountShowCmd(a), newAccountSetCmd(a),
+		newProvisionRmCmd(a, "account", "Stop provisioning a settled account: its calls are refused from then on; its ledger history stays",
+			(*eventlog.ProvisionStore).Accounts, accountSettled(a)))
 	return cmd
+}
+
+// accountSettled refuses to remove an account the ledger still holds
+// money or live calls for: a carrier settles (refunds, invoices) before it
+// closes an account, and a live call would lose its billing.
+func accountSettled(a *app) func(ctx context.Context, natsURL, id string) error {
+	return func(ctx context.Context, natsURL, id string) error {
+		return withLedger(ctx, a, natsURL, func(ctx context.Context, l *ledger.Ledger, _ *eventlog.ProvisionStore) error {
+			b, err := l.Balance(ctx, id)
+			switch {
+			case errors.Is(err, ledger.ErrUnknownAccount):
+				return nil // provisioned without a ledger (a lab account)
+			case err != nil:
+				return err
+			case b.Reserved != 0:
+				return fmt.Errorf("account %s has calls in progress holding %s %s: remove it when they have ended", id, b.Reserved, b.Currency)
+			case b.Balance != 0:
+				return fmt.Errorf("account %s has a balance of %s %s: settle it first (carrier balance adjust %s ...)", id, b.Balance, b.Currency, id)
+			}
+			return nil
+		})
+	}
 }
 
 func newAccountCreateCmd(a *app) *cobra.Command {
@@ -60,8 +84,9 @@ func newAccountCreateCmd(a *app) *cobra.Command {
 		creditLimit string
 	)
 	cmd := &cobra.Command{
-		Use:   "create ID --currency CUR --kind prepaid|postpaid",
-		Short: "Open an account's ledger and provision it",
+		Use:     "create ID --currency CUR --kind prepaid|postpaid",
+		Aliases: []string{"add"},
+		Short:   "Open an account's ledger and provision it",
 		Long: `Open an account's ledger (prepaid, or postpaid with a credit limit) and
 create or update its provisioning entry. Running it again with the same
 kind, currency and credit limit changes nothing in the ledger; the kind and

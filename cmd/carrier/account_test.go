@@ -51,6 +51,27 @@ func TestAccountCommands(t *testing.T) {
 	if out := cli("account", "show", "bigco"); !strings.Contains(out, "postpaid") || !strings.Contains(out, "250.50") {
 		t.Errorf("show:\n%s", out)
 	}
+
+	// rm: refused while a trunk names the account or money is on it.
+	cli("account", "add", "small", "--currency", "EUR", "--kind", "prepaid")
+	cli("trunk", "add", "small-pbx", "--account", "small", "--source", "192.0.2.9")
+	fails := func(want string, args ...string) {
+		t.Helper()
+		if _, err := runCLI(t, append(args, url...)...); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: %v, want %q", args, err, want)
+		}
+	}
+	fails("used by trunk small-pbx", "account", "rm", "small")
+	cli("trunk", "rm", "small-pbx")
+	cli("balance", "topup", "small", "--amount", "5", "--reference", "T1")
+	fails("has a balance of 5.00 EUR: settle it first", "account", "rm", "small")
+	cli("balance", "adjust", "small", "--amount", "-5", "--reason", "refund on closing")
+	if out := cli("account", "rm", "small"); strings.TrimSpace(out) != "account small removed" {
+		t.Errorf("rm: %q", out)
+	}
+	if out := cli("provision", "export"); strings.Contains(out, "small") {
+		t.Errorf("removed account still provisioned:\n%s", out)
+	}
 }
 
 func TestBalanceCommands(t *testing.T) {

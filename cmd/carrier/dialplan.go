@@ -48,7 +48,7 @@ provisioning file. Changes reach the running proxies within a second.`,
 		newDialPlanAddCmd(a),
 		newDialPlanListCmd(a),
 		newDialPlanShowCmd(a),
-		newProvisionRmCmd(a, "dialplan", "Remove a dial plan that no trunk names", (*eventlog.ProvisionStore).DialPlans, dialPlanUnused),
+		newProvisionRmCmd(a, "dialplan", "Remove a dial plan that no trunk names", (*eventlog.ProvisionStore).DialPlans, nil),
 		newDialPlanAttachCmd(a),
 		newDialPlanDetachCmd(a),
 	)
@@ -182,18 +182,6 @@ func dialAction(r schema.DialRule) string {
 		return "keep"
 	}
 	return strings.Join(parts, ", ")
-}
-
-// dialPlanUnused refuses to remove a dial plan that trunks name.
-func dialPlanUnused(ctx context.Context, s *eventlog.ProvisionStore, id string) error {
-	cur, err := s.Load(ctx)
-	if err != nil {
-		return err
-	}
-	if used := cur.TrunksUsingDialPlan(id); len(used) > 0 {
-		return fmt.Errorf("dial plan %s is used by trunk %s: detach it first (carrier dialplan detach --trunk ...)", id, strings.Join(used, ", "))
-	}
-	return nil
 }
 
 func newDialPlanAttachCmd(a *app) *cobra.Command {

@@ -371,19 +371,19 @@ func byID[T schema.Object](kind string, collection func(*eventlog.ProvisionStore
 // given, allows it, and no other object names it: the rules add and apply
 // check must hold without it (schema.Provisioning.CheckRemove).
 func newProvisionRmCmd[T schema.Object](a *app, kind, short string, collection func(*eventlog.ProvisionStore) eventlog.Collection[T],
-	check func(ctx context.Context, s *eventlog.ProvisionStore, id string) error) *cobra.Command {
+	check func(ctx context.Context, natsURL, id string) error) *cobra.Command {
 	var nats natsSettings
 	cmd := &cobra.Command{
 		Use:   "rm ID",
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
-				if check != nil {
-					if err := check(ctx, s, args[0]); err != nil {
-						return err
-					}
+			if check != nil {
+				if err := check(cmd.Context(), nats.url, args[0]); err != nil {
+					return err
 				}
+			}
+			return withProvisionStore(cmd.Context(), a, nats.url, func(ctx context.Context, s *eventlog.ProvisionStore) error {
 				cur, err := s.Load(ctx)
 				if err != nil {
 					return err
