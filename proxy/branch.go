@@ -22,8 +22,7 @@ type branch struct {
 	ct  sip.ClientTransaction
 	// dialCancel bounds the TCP connection set-up of the transaction.
 	dialCancel context.CancelFunc
-	ctl        chan *sip.Request // a CANCEL is wanted; the caller's, or nil
-	abandon    chan struct{}     // the caller is gone: cancel or drop
+	ctl        chan branchCtl // what the request wants of the branch; one at most
 
 	a schema.Attempt
 	// slot gives back the gateway's place under its concurrent-calls
@@ -37,7 +36,15 @@ type branch struct {
 	res          *sip.Response
 	code         int
 	reason, note string
-	signalled    bool // a cancel or abandon went to the goroutine
+	signalled    bool // a branchCtl went to the goroutine
+}
+
+// branchCtl is what a request asks of a pending branch: a CANCEL (with
+// the request whose Reason is passed on, or nil), or, when the caller is
+// gone (drop), a CANCEL if it rang and giving up at once otherwise.
+type branchCtl struct {
+	reason *sip.Request
+	drop   bool
 }
 
 // branchEvent is what a branch's transaction reports.
@@ -77,20 +84,19 @@ func (b *branch) start(p *Proxy) error {
 		return err
 	}
 	b.ct = ct
-	b.ctl = make(chan *sip.Request, 1)
-	b.abandon = make(chan struct{}, 1)
+	b.ctl = make(chan branchCtl, 1)
 	return nil
 }
 
 // cancel asks the branch to CANCEL its pending INVITE; reason is the
 // caller's CANCEL whose Reason is passed on, or a request carrying the
-// proxy's own Reason. Only the first cancel or abandon counts.
+// proxy's own Reason. Only the first cancel or drop counts.
 func (b *branch) cancel(reason *sip.Request) {
 	if b.ct == nil || b.signalled {
 		return
 	}
 	b.signalled = true
-	b.ctl <- reason
+	b.ctl <- branchCtl{reason: reason}
 }
 
 // drop tells the branch the caller is gone: a ringing INVITE is
@@ -100,7 +106,7 @@ func (b *branch) drop() {
 		return
 	}
 	b.signalled = true
-	b.abandon <- struct{}{}
+	b.ctl <- branchCtl{drop: true}
 }
 
 // releaseSlot gives back the branch's place under its gateway's limit.
@@ -209,27 +215,20 @@ func (b *branch) run(r *request, invite bool, events chan<- branchEvent) {
 				dc.finish(408, "Request Timeout")
 			}
 
-		case why := <-b.ctl:
+		case c := <-b.ctl:
 			if downFinal || wantCancel {
 				continue
 			}
-			wantCancel, cancelWith = true, why
-			if provisional {
+			wantCancel, cancelWith = true, c.reason
+			switch {
+			case provisional:
 				sendCancel()
+			case c.drop:
+				// Nothing to cancel yet, and nobody to answer: give up.
+				downFinal = true
+				b.ct.Terminate()
+				report(branchEvent{kind: branchFailed, at: time.Now()})
 			}
-
-		case <-b.abandon:
-			if downFinal || dc != nil {
-				continue
-			}
-			if provisional {
-				wantCancel = true
-				sendCancel()
-				continue
-			}
-			downFinal = true
-			b.ct.Terminate()
-			report(branchEvent{kind: branchFailed, at: time.Now()})
 
 		case res := <-cancelResps:
 			if res.StatusCode >= 200 {
