@@ -87,8 +87,14 @@ func waitCaughtUp(t testing.TB, js jetstream.JetStream, durable string) {
 		if err == nil {
 			info, err = cons.Info(ctx)
 		}
+		var last uint64
+		if err == nil {
+			last, err = lastSeqOf(ctx, js, info.Config)
+		}
 		cancel()
-		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0 {
+		// The counters lag a message published a moment ago; the last
+		// message of the consumer's subjects does not.
+		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0 && info.AckFloor.Stream >= last {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -96,6 +102,38 @@ func waitCaughtUp(t testing.TB, js jetstream.JetStream, durable string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// lastSeqOf is the sequence of the SIP stream's last message on the
+// subjects of a consumer (all of them without a filter).
+func lastSeqOf(ctx context.Context, js jetstream.JetStream, cfg jetstream.ConsumerConfig) (uint64, error) {
+	stream, err := js.Stream(ctx, schema.StreamSIP)
+	if err != nil {
+		return 0, err
+	}
+	subjects := cfg.FilterSubjects
+	if cfg.FilterSubject != "" {
+		subjects = append(subjects, cfg.FilterSubject)
+	}
+	if len(subjects) == 0 {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		return info.State.LastSeq, nil
+	}
+	var last uint64
+	for _, subj := range subjects {
+		m, err := stream.GetLastMsgForSubject(ctx, subj)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return 0, err
+		default:
+			last = max(last, m.Sequence)
+		}
+	}
+	return last, nil
 }
 
 // cdrMsg is one message of the CDR stream.
